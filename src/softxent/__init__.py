@@ -1,0 +1,26 @@
+"""softxent: softmax and cross-entropy done right, for NumPy and PyTorch.
+
+PyTorch's exact semantics (weights, ``ignore_index``, label smoothing, probability targets,
+N-d inputs, reductions, special values) with gradients, in NumPy, fast. The PyTorch
+backend lives in :mod:`softxent.torch` (needs the ``torch`` extra).
+"""
+
+from softxent._cross_entropy import LossAndGrad, cross_entropy, cross_entropy_with_grad, nll_loss
+from softxent._one_hot import one_hot
+from softxent._softmax import log_softmax, logsumexp, softmax
+from softxent._threads import get_num_threads, set_num_threads
+from softxent._version import __version__
+
+__all__ = [
+    "LossAndGrad",
+    "__version__",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "get_num_threads",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "one_hot",
+    "set_num_threads",
+    "softmax",
+]

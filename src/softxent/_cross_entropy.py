@@ -1,0 +1,487 @@
+"""cross_entropy, nll_loss and the fused cross_entropy_with_grad (NumPy, torch semantics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from softxent import _kernels
+from softxent._blocks import RowBlocks
+from softxent._reduction import mean_scale, reduce_losses
+from softxent._rowwise import compute_dtype, for_each_block, work_buffer
+from softxent._validation import (
+    as_class_indices,
+    as_class_weight,
+    as_float_array,
+    check_ignore_index,
+    check_label_smoothing,
+    check_reduction,
+    normalize_axis,
+)
+
+__all__ = ["LossAndGrad", "cross_entropy", "cross_entropy_with_grad", "nll_loss"]
+
+
+class LossAndGrad(NamedTuple):
+    """The result of :func:`cross_entropy_with_grad`."""
+
+    loss: Any  #: ndarray for reduction="none", else a NumPy scalar
+    grad: np.ndarray  #: d(loss)/d(logits), shape and dtype of the logits
+
+
+@dataclass
+class _Problem:
+    """A validated cross-entropy call."""
+
+    x: np.ndarray  # logits
+    axis: int
+    num_classes: int
+    batch_shape: tuple[int, ...]
+    reduction: str
+    smoothing: float
+    out_dtype: np.dtype  # dtype of the loss
+    ct: np.dtype  # compute dtype
+    class_weight: np.ndarray | None  # (C,) in ct
+    # class-index targets
+    y: np.ndarray | None = None  # (rows,) int64, ignored rows hold 0
+    valid: np.ndarray | None = None  # (rows,) bool, None when nothing is ignored
+    wy: np.ndarray | None = None  # (rows,) target weight, 0 when ignored; None: all ones
+    # probability targets
+    t: np.ndarray | None = None  # same shape as x
+    denominator: float = 0.0  # of "mean"
+
+    @property
+    def num_rows(self) -> int:
+        return int(np.prod(self.batch_shape, dtype=np.int64))
+
+
+def _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing):
+    x = as_float_array(logits, "logits")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
+    axis = normalize_axis(axis, x.ndim)
+    num_classes = x.shape[axis]
+    if num_classes == 0:
+        raise ValueError(
+            f"logits has an empty class axis (axis={axis}, shape {x.shape}); "
+            "at least one class is needed"
+        )
+    reduction = check_reduction(reduction)
+    smoothing = check_label_smoothing(label_smoothing)
+    ignore_index = check_ignore_index(ignore_index)
+    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape == x.shape:
+            raise TypeError(
+                f"target has the shape of logits {x.shape} but integer dtype {t.dtype}: "
+                "probability targets must be floating point; class indices must have "
+                f"shape {batch_shape} (logits without axis {axis})"
+            )
+        if t.shape != batch_shape:
+            raise ValueError(
+                f"target of class indices must have shape {batch_shape} (logits {x.shape} "
+                f"without axis {axis}), got shape {t.shape}"
+            )
+        ct = compute_dtype(x.dtype)
+        class_weight = as_class_weight(weight, num_classes, ct)
+        y, valid = as_class_indices(t, num_classes, ignore_index)
+        if class_weight is not None:
+            wy = class_weight[y]
+            if valid is not None:
+                wy[~valid] = 0
+            denominator = float(np.sum(wy, dtype=np.float64))
+        elif valid is not None:
+            wy = valid.astype(ct)
+            denominator = float(np.count_nonzero(valid))
+        else:
+            wy = None
+            denominator = float(y.size)
+        return _Problem(
+            x, axis, num_classes, batch_shape, reduction, smoothing, x.dtype, ct,
+            class_weight, y=y, valid=valid, wy=wy, denominator=denominator,
+        )  # fmt: skip
+    if t.dtype.kind == "f":
+        if t.shape != x.shape:
+            if t.shape == batch_shape:
+                raise TypeError(
+                    f"target has the shape of class indices {batch_shape} but floating "
+                    f"dtype {t.dtype}: class indices must be integers (use "
+                    "target.astype(int)); probability targets must have the shape of "
+                    f"logits {x.shape}"
+                )
+            raise ValueError(
+                f"target of probabilities must have the shape of logits {x.shape}, "
+                f"got shape {t.shape}"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot be used with probability targets "
+                "(floating-point target); leave it negative (the default -100)"
+            )
+        # ndarray inputs take part in type promotion; lists follow the logits' dtype.
+        dtypes = [x.dtype]
+        if isinstance(target, np.ndarray | np.generic):
+            dtypes.append(t.dtype)
+        if isinstance(weight, np.ndarray | np.generic) and weight.dtype.kind == "f":
+            dtypes.append(weight.dtype)
+        out_dtype = np.result_type(*dtypes)
+        ct = compute_dtype(out_dtype)
+        class_weight = as_class_weight(weight, num_classes, ct)
+        return _Problem(
+            x, axis, num_classes, batch_shape, reduction, smoothing, out_dtype, ct,
+            class_weight, t=t, denominator=float(x.size // num_classes),
+        )  # fmt: skip
+    raise TypeError(
+        f"target must hold integer class indices or floating-point probabilities, "
+        f"got dtype {t.dtype}"
+    )
+
+
+def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
+    """Per-row losses of the call (flat, compute dtype); fills ``grad`` when given."""
+    rows = p.num_rows
+    losses = np.empty(rows, p.ct)
+    if rows == 0:
+        return losses
+    arrays = [p.x]
+    if p.t is not None:
+        arrays.append(p.t)
+    if grad is not None:
+        arrays.append(grad)
+    blocks = RowBlocks(arrays, p.axis)
+    grad_index = len(arrays) - 1
+    g_is_rows = np.ndim(g_rows) == 1
+
+    if p.t is None:
+        options = _kernels.IndexOptions(
+            p.smoothing,
+            p.class_weight,
+            float(p.num_classes if p.class_weight is None else p.class_weight.sum()),
+            p.num_classes,
+        )
+
+        def body(task, scratch, consts):
+            lo, hi = task.row0, task.row0 + task.stop - task.start
+            ob = blocks.block(grad_index, task) if grad is not None else None
+            losses[lo:hi] = _kernels.ce_index_block(
+                blocks.block(0, task),
+                p.y[lo:hi],
+                None if p.wy is None else p.wy[lo:hi],
+                None if p.valid is None else p.valid[lo:hi],
+                g_rows[lo:hi] if g_is_rows else g_rows,
+                work_buffer(ob, scratch[0], p.ct),
+                scratch[1] if p.smoothing and p.class_weight is not None else None,
+                ob,
+                consts,
+                options,
+            )
+
+        num_scratch = 2 if p.smoothing and p.class_weight is not None else 1
+    else:
+        eps, num_classes, w = p.smoothing, p.num_classes, p.class_weight
+        # q = w ((1 - eps) t + eps / C) = scale * t + shift
+        scale = None if (w is None and not eps) else (1.0 - eps) * (1.0 if w is None else w)
+        shift = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
+
+        def body(task, scratch, consts):
+            lo, hi = task.row0, task.row0 + task.stop - task.start
+            ob = blocks.block(grad_index, task) if grad is not None else None
+            losses[lo:hi] = _kernels.ce_prob_block(
+                blocks.block(0, task),
+                blocks.block(1, task),
+                g_rows[lo:hi] if g_is_rows else g_rows,
+                work_buffer(ob, scratch[0], p.ct),
+                scratch[1],
+                scratch[2] if grad is not None else None,
+                ob,
+                consts,
+                scale,
+                shift,
+            )
+
+        num_scratch = 3 if grad is not None else 2
+    for_each_block(blocks, p.ct, body, num_scratch)
+    if p.valid is not None:
+        losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
+    return losses
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
+    r"""Cross-entropy between ``softmax(logits)`` along ``axis`` and ``target``.
+
+    With ``lp = log_softmax(logits)``, class weights ``w`` (ones by default), smoothing
+    :math:`\varepsilon` and ``C`` classes, the loss of sample ``n`` is
+
+    .. math::
+
+        \ell_n = -\sum_c w_c\, q_{n,c}\, \mathrm{lp}_{n,c}, \qquad
+        q_{n,c} = (1-\varepsilon)\, t_{n,c} + \varepsilon / C
+
+    where ``t`` is the one-hot of the class index (or the given probabilities). For class
+    indices the first term is computed as ``w[y] (logsumexp(x) - x[y])``, never forming
+    ``log_softmax``.
+
+    Parameters
+    ----------
+    logits : array_like of float16, float32 or float64
+        Scores, classes along ``axis``, e.g. shape (N, C) with ``axis=-1`` or torch's
+        (N, C, d1, ...) with ``axis=1``.
+    target : array_like
+        Integer class indices with the shape of ``logits`` without ``axis`` (any integer
+        dtype), or floating probabilities with the shape of ``logits``.
+    axis : int, default -1
+        The class axis.
+    weight : array_like of shape (C,), optional
+        Non-negative, finite weight per class.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing (not to the mean's
+        denominator either). Must be negative with probability targets.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+    label_smoothing : float in [0, 1], default 0
+
+    Returns
+    -------
+    ndarray or NumPy scalar
+        ``'none'``: per-sample losses (shape of ``logits`` without ``axis``). Otherwise a
+        scalar: the sum, or the mean ``sum_n l_n / sum_n w[y_n]`` over non-ignored samples
+        (class indices) or ``sum_n l_n / N`` (probabilities). dtype: the logits' dtype for
+        class indices; for probability targets the promotion of the ndarray arguments.
+
+    Raises
+    ------
+    TypeError
+        Integer/bool logits; float targets shaped like class indices; integer targets
+        shaped like logits.
+    ValueError
+        Shape mismatch, target out of range (its position is named), bad weight, unknown
+        reduction, axis out of range, empty class axis, ``label_smoothing`` outside
+        [0, 1] or NaN, ``ignore_index >= 0`` with probability targets.
+
+    Notes
+    -----
+    Equal to ``torch.nn.functional.cross_entropy(torch.from_numpy(np.moveaxis(logits,
+    axis, 1)), torch.from_numpy(target), weight, ignore_index=ignore_index,
+    reduction=reduction, label_smoothing=label_smoothing)``, including its special values
+    (all targets ignored: 'mean' is NaN; a ``-inf`` logit on the target: ``+inf``; with
+    smoothing any ``-inf`` logit in a valid row: ``+inf``; ``+inf`` or NaN logits: NaN),
+    except that ``label_smoothing`` outside [0, 1] is an error (torch ignores negative and
+    NaN values). float16 logits are computed in float32 and rounded once.
+
+    Examples
+    --------
+    The study note's example:
+
+    >>> import numpy as np, softxent as sx
+    >>> logits = np.array([[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]], np.float32)
+    >>> float(sx.cross_entropy(logits, [1, 2, 0]))
+    1.0413765907287598
+    >>> sx.cross_entropy(logits, [1, 2, 0], reduction="none")
+    array([1.2362868 , 0.91492397, 0.9729189 ], dtype=float32)
+    """
+    p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    losses = _run(p, None, None)
+    return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)
+
+
+def cross_entropy_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    grad_output: ArrayLike | None = None,
+    out: np.ndarray | None = None,
+) -> LossAndGrad:
+    r""":func:`cross_entropy` and its gradient with respect to ``logits``, in one pass.
+
+    For class indices (smoothing :math:`\varepsilon`, weights ``w``, ``W = sum w``, upstream
+    gradient :math:`g_n` of sample ``n``)
+
+    .. math::
+
+        \frac{\partial L}{\partial x_{n,c}} = g_n\Big[(1-\varepsilon)\, w_{y_n}
+        (p_{n,c} - \delta_{c,y_n}) + \frac{\varepsilon}{C}(W p_{n,c} - w_c)\Big]
+
+    and for probability targets :math:`g_n (p_{n,c} \sum_k w_k q_{n,k} - w_c q_{n,c})`,
+    with ``p = softmax(logits)``.
+
+    Parameters
+    ----------
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing
+        As in :func:`cross_entropy`.
+    grad_output : array_like, optional
+        The upstream gradient. For ``reduction='none'`` an array shaped like the loss (the
+        result is the gradient of ``sum(grad_output * loss)``); otherwise a scalar.
+        Default 1.
+    out : ndarray, optional
+        Where to write the gradient: an array of the logits' shape and dtype, or
+        ``logits`` itself to compute in place with no logits-sized allocation.
+
+    Returns
+    -------
+    LossAndGrad
+        ``(loss, grad)``: the loss as :func:`cross_entropy` returns it, and the gradient
+        (shape and dtype of ``logits``; ``out`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`cross_entropy`; also a ``grad_output`` or ``out`` of the wrong shape or
+        dtype.
+
+    Notes
+    -----
+    Equal to torch's autograd gradient of ``F.cross_entropy`` with one deliberate
+    difference: an ignored sample's gradient row is always 0, even when its logits hold
+    NaN or ``-inf`` (torch gives NaN there, pytorch/pytorch#11551). When all target
+    weights are 0 with ``reduction='mean'``, the non-ignored rows are NaN, as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np, softxent as sx
+    >>> logits = np.array([[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]], np.float32)
+    >>> loss, grad = sx.cross_entropy_with_grad(logits, [1, 2, 0])
+    >>> grad.round(6)  # (softmax - one_hot) / 3
+    array([[ 0.118257, -0.236513,  0.118257],
+           [ 0.133516,  0.066302, -0.199818],
+           [-0.207341,  0.114003,  0.093338]], dtype=float32)
+    """
+    p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    grad = _check_out(out, p.x)
+    loss_shape = p.batch_shape
+    if p.reduction == "none":
+        if grad_output is None:
+            g_rows = 1.0
+        else:
+            g = _as_real(grad_output, "grad_output")
+            if g.shape != loss_shape:
+                raise ValueError(
+                    f"grad_output must have the shape of the loss {loss_shape} for "
+                    f"reduction='none', got shape {g.shape}"
+                )
+            g_rows = g.reshape(-1).astype(p.ct, copy=False)
+    else:
+        g = 1.0
+        if grad_output is not None:
+            g_arr = _as_real(grad_output, "grad_output")
+            if g_arr.ndim != 0:
+                raise ValueError(
+                    f"grad_output must be a scalar for reduction={p.reduction!r}, "
+                    f"got shape {g_arr.shape}"
+                )
+            g = float(g_arr)
+        g_rows = g * mean_scale(p.reduction, p.denominator)
+    losses = _run(p, grad, g_rows)
+    loss = reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)
+    return LossAndGrad(loss, grad)
+
+
+def _as_real(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real number or array, got dtype {array.dtype}")
+    return array
+
+
+def _check_out(out: Any, x: np.ndarray) -> np.ndarray:
+    if out is None:
+        return np.empty_like(x)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"out must have the shape of logits {x.shape}, got shape {out.shape}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out must have the dtype of logits {x.dtype}, got dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    if out is not x and np.may_share_memory(out, x):
+        same_view = (
+            out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+            and out.strides == x.strides
+        )
+        if not same_view:
+            raise ValueError(
+                "out overlaps logits without being the same view; pass out=logits to "
+                "compute in place, or a separate array"
+            )
+    return out
+
+
+def nll_loss(
+    log_probs: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+):
+    r"""Negative log-likelihood of class-index targets, given log-probabilities.
+
+    .. math::
+
+        \ell_n = -w_{y_n}\, \mathrm{lp}_{n, y_n}, \qquad
+        \text{mean} = \frac{\sum_n \ell_n}{\sum_n w_{y_n}} \;(\text{non-ignored } n)
+
+    Parameters
+    ----------
+    log_probs : array_like of float16, float32 or float64
+        Log-probabilities (e.g. from :func:`log_softmax`), classes along ``axis``. Not
+        checked: like torch, the entries are just picked.
+    target : array_like of int
+        Class indices, shape of ``log_probs`` without ``axis``.
+    axis, weight, ignore_index, reduction
+        As in :func:`cross_entropy`.
+
+    Returns
+    -------
+    ndarray or NumPy scalar
+        dtype of ``log_probs``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`cross_entropy` (probability targets are not accepted here).
+
+    Notes
+    -----
+    ``nll_loss(log_softmax(x, axis), y, ...) == cross_entropy(x, y, ...)``; equal to
+    ``torch.nn.functional.nll_loss`` with the class axis moved to dim 1.
+
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> float(sx.nll_loss([[-0.5, -1.0], [-2.0, -0.1]], [0, 1]))
+    0.3
+    """
+    lp = as_float_array(log_probs, "log_probs")
+    if np.asarray(target).dtype.kind not in "iu":
+        raise TypeError(
+            f"target of nll_loss must hold integer class indices, got dtype "
+            f"{np.asarray(target).dtype}"
+        )
+    p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0)
+    moved = np.moveaxis(p.x, p.axis, -1)
+    rows = np.unravel_index(np.arange(p.num_rows), p.batch_shape)
+    picked = moved[(*rows, p.y)].astype(p.ct)  # (rows,) lp[n, y_n]
+    with np.errstate(all="ignore"):
+        losses = -picked if p.wy is None else -(p.wy * picked)
+    if p.valid is not None:
+        losses[~p.valid] = 0
+    return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)

@@ -1,0 +1,34 @@
+"""The reductions of per-sample losses: torch's rules, written once.
+
+* ``"none"``: the per-sample losses.
+* ``"sum"``: their sum (0 for no samples).
+* ``"mean"``: their sum divided by a denominator that depends on the target kind: the sum
+  of the target classes' weights over non-ignored samples for class indices (the count
+  when unweighted), the number of samples for probability targets. A zero denominator
+  gives NaN (the mean of nothing), never 0.
+
+Sums over samples are taken in float64 whatever the dtype, then rounded once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def reduce_losses(
+    losses: np.ndarray, reduction: str, denominator: float, dtype: np.dtype, shape: tuple
+):
+    """Reduce the flat per-sample ``losses``; 'none' is reshaped to ``shape``."""
+    if reduction == "none":
+        return losses.astype(dtype, copy=False).reshape(shape)
+    total = float(np.sum(losses, dtype=np.float64))
+    if reduction == "sum":
+        return dtype.type(total)
+    return dtype.type(total / denominator if denominator != 0 else np.nan)
+
+
+def mean_scale(reduction: str, denominator: float) -> float:
+    """d(reduced loss) / d(per-sample loss): 1 for sum, 1/denominator for mean (NaN if 0)."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / denominator if denominator != 0 else np.nan

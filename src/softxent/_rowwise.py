@@ -1,0 +1,53 @@
+"""Drive a block kernel over every row block of a call, on the worker threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from softxent import _blocks
+from softxent._blocks import RowBlocks, Task
+from softxent._kernels import Consts, make_consts
+from softxent._threads import run_parallel
+
+
+def compute_dtype(*dtypes: np.dtype) -> np.dtype:
+    """float64 if any of ``dtypes`` is float64, else float32 (float16 is computed in float32)."""
+    return np.dtype(np.float64) if np.dtype(np.float64) in dtypes else np.dtype(np.float32)
+
+
+def for_each_block(
+    blocks: RowBlocks,
+    ct: np.dtype,
+    body: Callable[[Task, Sequence[np.ndarray], Consts], None],
+    num_scratch: int,
+) -> None:
+    """Call ``body(task, scratch, consts)`` for every block, in parallel.
+
+    ``scratch`` holds ``num_scratch`` C-contiguous ``(rows, C)`` buffers of ``ct`` owned by
+    the calling worker (allocated once per worker, not per block).
+    """
+    block_rows = min(
+        _blocks.rows_per_block(blocks.num_classes, ct.itemsize), max(1, blocks.num_rows)
+    )
+    tasks = blocks.tasks(block_rows)
+    consts = make_consts(ct, blocks.num_classes, block_rows)
+
+    def work(my_tasks) -> None:
+        buffers = [np.empty((block_rows, blocks.num_classes), ct) for _ in range(num_scratch)]
+        # NaN and inf results are the documented semantics, not something to warn about;
+        # errstate is per thread, so each worker sets it.
+        with np.errstate(all="ignore"):
+            for task in my_tasks:
+                rows = task.stop - task.start
+                body(task, [b[:rows] for b in buffers], consts)
+
+    run_parallel(work, tasks)
+
+
+def work_buffer(ob: np.ndarray | None, scratch: np.ndarray, ct: np.dtype) -> np.ndarray:
+    """The output block itself when it can hold the intermediate values, else ``scratch``."""
+    if ob is not None and ob.dtype == ct and ob.flags.c_contiguous:
+        return ob
+    return scratch

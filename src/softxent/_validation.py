@@ -1,0 +1,121 @@
+"""Argument checks shared by the public functions: validate once, at the entry.
+
+Every message says which argument, what was expected and what was got, so a user can fix
+the call without reading the source.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float16/32/64 ndarray; integer, bool and complex input is a TypeError."""
+    array = np.asarray(value)
+    if array.dtype not in _FLOAT_DTYPES:
+        if array.dtype.kind == "f":  # longdouble and friends: exotic, compute in float64
+            return array.astype(np.float64)
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, float32 or float64), "
+            f"got dtype {array.dtype}"
+        )
+    return array
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """``axis`` as a non-negative int in ``[0, ndim)``."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{name}={axis} is out of range for an array of {ndim} dimension(s); "
+            f"allowed: {-ndim} to {ndim - 1}"
+        )
+    return int(axis) % ndim
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing: Any) -> float:
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    value = float(label_smoothing)
+    # torch silently ignores NaN and negative values; we refuse them (see README).
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return value
+
+
+def check_ignore_index(ignore_index: Any) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    return int(ignore_index)
+
+
+def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = "weight"):
+    """The per-class weight as a 1-D array of ``dtype``; None stays None."""
+    if weight is None:
+        return None
+    array = np.asarray(weight)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+    if array.shape != (num_classes,):
+        raise ValueError(
+            f"{name} must have shape ({num_classes},), one entry per class, "
+            f"got shape {array.shape}"
+        )
+    array = array.astype(dtype, copy=False)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {_first_bad(array, ~np.isfinite(array))}")
+    if (array < 0).any():
+        raise ValueError(f"{name} must be non-negative, got {_first_bad(array, array < 0)}")
+    return array
+
+
+def _first_bad(array: np.ndarray, bad: np.ndarray) -> str:
+    position = np.unravel_index(int(np.argmax(bad)), array.shape)
+    index = ", ".join(str(int(i)) for i in position)
+    return f"{array[position]!r} at [{index}]"
+
+
+def as_class_indices(
+    target: np.ndarray, num_classes: int, ignore_index: int, name: str = "target"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flat int64 class ids with ignored entries replaced by 0, and the validity mask.
+
+    The mask is None when nothing is ignored (the common case, which then costs nothing).
+    Raises ValueError naming the first out-of-range entry and its position.
+    """
+    flat = target.reshape(-1)
+    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+        flat = flat.astype(np.float64)  # keeps the huge value for the message below
+    flat = flat.astype(np.int64, copy=False) if flat.dtype.kind in "iu" else flat
+    if flat.size == 0:
+        return flat.astype(np.int64), None
+    low, high = flat.min(), flat.max()
+    if low >= 0 and high < num_classes and not (0 <= ignore_index < num_classes):
+        return flat, None  # every id in range and none can be the ignored one
+    valid = flat != ignore_index
+    bad = valid & ((flat < 0) | (flat >= num_classes))
+    if bad.any():
+        first = int(np.argmax(bad))
+        position = np.unravel_index(first, target.shape)
+        where = "[" + ", ".join(str(int(i)) for i in position) + "]"
+        raise ValueError(
+            f"{name}{where} = {int(flat[first])} is out of range: class indices must be in "
+            f"[0, {num_classes}) or equal ignore_index={ignore_index}"
+        )
+    if valid.all():
+        return flat, None
+    return np.where(valid, flat, 0).astype(np.int64, copy=False), valid
