@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -55,7 +56,7 @@ class _Problem:
 
     @property
     def num_rows(self) -> int:
-        return int(np.prod(self.batch_shape, dtype=np.int64))
+        return math.prod(self.batch_shape)
 
 
 def _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing):

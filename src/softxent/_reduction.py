@@ -21,7 +21,7 @@ def reduce_losses(
     """Reduce the flat per-sample ``losses``; 'none' is reshaped to ``shape``."""
     if reduction == "none":
         return losses.astype(dtype, copy=False).reshape(shape)
-    total = float(np.sum(losses, dtype=np.float64))
+    total = float(losses.sum(dtype=np.float64))
     if reduction == "sum":
         return dtype.type(total)
     return dtype.type(total / denominator if denominator != 0 else np.nan)

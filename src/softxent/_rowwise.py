@@ -33,6 +33,12 @@ def for_each_block(
     )
     tasks = blocks.tasks(block_rows)
     consts = make_consts(ct, blocks.num_classes, block_rows)
+    if len(tasks) == 1:  # small input: no thread hand-off
+        task = tasks[0]
+        shape = (task.stop - task.start, blocks.num_classes)
+        with np.errstate(all="ignore"):
+            body(task, [np.empty(shape, ct) for _ in range(num_scratch)], consts)
+        return
 
     def work(my_tasks) -> None:
         buffers = [np.empty((block_rows, blocks.num_classes), ct) for _ in range(num_scratch)]

@@ -31,6 +31,8 @@ def as_float_array(value: Any, name: str) -> np.ndarray:
 
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """``axis`` as a non-negative int in ``[0, ndim)``."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, checked cheaply
+        return axis % ndim
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {axis!r}")
     if not -ndim <= axis < ndim:
@@ -48,6 +50,8 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_label_smoothing(label_smoothing: Any) -> float:
+    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:
+        return label_smoothing
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
         raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
     value = float(label_smoothing)
@@ -58,6 +62,8 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 
 
 def check_ignore_index(ignore_index: Any) -> int:
+    if type(ignore_index) is int:
+        return ignore_index
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     return int(ignore_index)
