@@ -479,7 +479,7 @@ def nll_loss(
         )
     p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0)
     moved = np.moveaxis(p.x, p.axis, -1)
-    rows = np.unravel_index(np.arange(p.num_rows), p.batch_shape)
+    rows = np.unravel_index(np.arange(p.num_rows), p.batch_shape) if p.batch_shape else ()
     picked = moved[(*rows, p.y)].astype(p.ct)  # (rows,) lp[n, y_n]
     with np.errstate(all="ignore"):
         losses = -picked if p.wy is None else -(p.wy * picked)
