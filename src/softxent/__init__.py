@@ -7,12 +7,14 @@ backend lives in :mod:`softxent.torch` (needs the ``torch`` extra).
 
 from softxent._cross_entropy import LossAndGrad, cross_entropy, cross_entropy_with_grad, nll_loss
 from softxent._one_hot import one_hot
+from softxent._score import ScoreResult, score
 from softxent._softmax import log_softmax, logsumexp, softmax
 from softxent._threads import get_num_threads, set_num_threads
 from softxent._version import __version__
 
 __all__ = [
     "LossAndGrad",
+    "ScoreResult",
     "__version__",
     "cross_entropy",
     "cross_entropy_with_grad",
@@ -21,6 +23,7 @@ __all__ = [
     "logsumexp",
     "nll_loss",
     "one_hot",
+    "score",
     "set_num_threads",
     "softmax",
 ]

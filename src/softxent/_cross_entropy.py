@@ -184,9 +184,9 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         num_scratch = 2 if p.smoothing and p.class_weight is not None else 1
     else:
         eps, num_classes, w = p.smoothing, p.num_classes, p.class_weight
-        # q = w ((1 - eps) t + eps / C) = scale * t + shift
+        # q = w ((1 - eps) t + eps / C) = scale * t + offset
         scale = None if (w is None and not eps) else (1.0 - eps) * (1.0 if w is None else w)
-        shift = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
+        offset = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
@@ -201,7 +201,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 ob,
                 consts,
                 scale,
-                shift,
+                offset,
             )
 
         num_scratch = 3 if grad is not None else 2

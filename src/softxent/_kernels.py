@@ -44,24 +44,70 @@ _ARANGE = np.arange(4096)
 _ARANGE.flags.writeable = False
 
 
-def _shift(xb: np.ndarray, work: np.ndarray, ct: np.dtype) -> np.ndarray:
-    """``work = x - max(x)`` row by row (the max is subtracted only so exp cannot overflow)."""
-    m = np.maximum.reduce(xb, axis=1)  # (R,) NaN if the row has a NaN
-    np.subtract(xb, m[:, None], out=work, dtype=ct)  # (R, C) <= 0, or NaN
-    return m
+#: Rows whose max ``m`` satisfies ``|m| <= SAFE_MAX`` take ``exp(x)`` without subtracting
+#: ``m`` first: no term can overflow (``e**64 * C`` is far below float32's 3.4e38) and the
+#: largest cannot underflow, so the sum keeps full relative precision, and the block is
+#: spared one pass. Other rows (huge, infinite or NaN maxima) are shifted by their max.
+SAFE_MAX = 64.0
+#: ... but only for rows of at least this many classes, where the saved pass matters; the
+#: shifted form rounds less (``x - m`` is often exact, Sterbenz), so short rows such as the
+#: study note's keep torch's bits.
+UNSHIFTED_MIN_CLASSES = 256
+
+
+class Exp(NamedTuple):
+    """What :func:`exp_block` found out about each row of a block."""
+
+    m: np.ndarray  # (R,) row max, compute dtype
+    shift: np.ndarray  # (R,) what was subtracted before exp: 0 or m
+    dot: np.ndarray | None  # (R,) row dot of (x - shift) with the requested weights
+
+
+def exp_block(xb, work, ct: np.dtype, dot_with=None) -> Exp:
+    """Fill ``work`` with ``exp(x - shift)``, ``shift`` = 0 or the row max (see SAFE_MAX).
+
+    ``dot_with`` (None, ``"sum"``, a (C,) vector or an (R, C) array) asks for the row dot
+    products of ``x - shift`` with it, taken before the exponential. With ``s`` the row sum
+    of ``work`` and ``gap = shift - m``: ``log(s exp(gap)) = log sum exp(x - m)`` and
+    ``x - m = (x - shift) + gap``.
+    """
+    m = np.maximum.reduce(xb, axis=1).astype(ct, copy=False)  # (R,) NaN if a NaN
+    if xb.dtype == ct and xb.shape[1] >= UNSHIFTED_MIN_CLASSES:
+        safe = np.abs(m) <= SAFE_MAX  # False for NaN and inf
+        if safe.all():
+            dot = None if dot_with is None else _dot(xb, dot_with)
+            np.exp(xb, out=work)  # (R, C)
+            return Exp(m, np.zeros_like(m), dot)
+        shift = np.where(safe, 0, m).astype(ct, copy=False)  # (R,)
+    else:
+        shift = m  # float16 input: the subtraction is also the conversion pass
+    np.subtract(xb, shift[:, None], out=work, dtype=ct)  # (R, C)
+    dot = None if dot_with is None else _dot(work, dot_with)
+    np.exp(work, out=work)
+    return Exp(m, shift, dot)
+
+
+def _dot(a, b):
+    return _rowsum(a) if isinstance(b, str) else _rowdot(a, b)
+
+
+def _log_sum(work: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(log sum_c exp(x_c - m), s)`` per row from ``work = exp(x - shift)``."""
+    s = _rowsum(work)  # (R,)
+    return np.log(s * np.exp(gap)), s  # exp(0) == 1 exactly for shifted rows
 
 
 def softmax_block(xb, ob, work, c: Consts) -> None:
-    """``ob = exp(x - m) * (1 / sum exp(x - m))``, torch's order of operations."""
-    _shift(xb, work, c.ct)
-    np.exp(work, out=work)  # (R, C)
+    """``ob = exp(x - shift) * (1 / sum exp(x - shift))`` (torch multiplies by 1/s too)."""
+    exp_block(xb, work, c.ct)
     s = _rowsum(work)  # (R,)
     np.multiply(work, (1.0 / s)[:, None], out=ob, casting="same_kind")
 
 
 def log_softmax_block(xb, ob, work, work2, c: Consts) -> None:
     """``ob = (x - m) - log(sum exp(x - m))``, evaluated in exactly this order like torch."""
-    _shift(xb, work, c.ct)
+    m = np.maximum.reduce(xb, axis=1)  # (R,)
+    np.subtract(xb, m[:, None], out=work, dtype=c.ct)  # (R, C) x - m, kept for the output
     np.exp(work, out=work2)  # (R, C)
     log_s = np.log(_rowsum(work2))  # (R,)
     np.subtract(work, log_s[:, None], out=ob, casting="same_kind")
@@ -73,11 +119,13 @@ def logsumexp_block(xb, work, c: Consts) -> np.ndarray:
     Replacing an infinite max by 0 is what makes all ``-inf`` rows give ``-inf`` and rows
     with ``+inf`` give ``+inf`` (instead of NaN from ``inf - inf``), as in torch.
     """
-    m = xb.max(axis=1).astype(c.ct)  # (R,)
-    m[np.isinf(m)] = 0
-    np.subtract(xb, m[:, None], out=work, dtype=c.ct)  # (R, C)
-    np.exp(work, out=work)
-    return np.log(_rowsum(work)) + m  # (R,)
+    e = exp_block(xb, work, c.ct)
+    shift = e.shift.copy()  # (R,)
+    infinite = np.isinf(e.m)
+    if infinite.any():  # rare: redo those rows unshifted
+        work[infinite] = np.exp(xb[infinite].astype(c.ct))
+        shift[infinite] = 0
+    return np.log(_rowsum(work)) + shift  # (R,)
 
 
 class IndexOptions(NamedTuple):
@@ -114,19 +162,19 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     """
     R = xb.shape[0]
     r = c.rows[:R]
-    _shift(xb, work, c.ct)  # d = x - m
-    d_y = work[r, y]  # (R,) x[y] - m
     eps = o.smoothing
-    if eps:
-        # sum_c w_c d_c: every term <= 0, so no cancellation (unlike sum w x - W lse).
-        wd = _rowsum(work) if o.class_weight is None else _rowdot(work, o.class_weight)
-    np.exp(work, out=work)  # (R, C) e = exp(d)
-    s = _rowsum(work)  # (R,)
-    log_s = np.log(s)
-    nll = log_s - d_y  # -lp[y] = lse - x[y], no cancellation when x[y] is the max
+    x_y = xb[r, y]  # (R,) gathered first: work may be xb itself
+    # With smoothing, also sum_c w_c (x_c - shift), before exp overwrites the block.
+    weights = None if not eps else ("sum" if o.class_weight is None else o.class_weight)
+    e = exp_block(xb, work, c.ct, weights)  # work = exp(x - shift)
+    log_sum, s = _log_sum(work, e.shift - e.m)  # (R,) log sum exp(x - m)
+    nll = log_sum - (x_y.astype(c.ct) - e.m)  # -lp[y]: no cancellation when x[y] is the max
     w_target = 1.0 if wy is None else wy
     if eps:
-        loss = (1.0 - eps) * (w_target * nll) + (eps / o.num_classes) * (o.weight_sum * log_s - wd)
+        # sum_c w_c (-lp_c) = W log_sum - sum_c w_c (x_c - m), the latter <= 0 termwise
+        wd = e.dot + o.weight_sum * (e.shift - e.m)  # (R,) sum_c w_c (x_c - m)
+        smooth = o.weight_sum * log_sum - wd
+        loss = (1.0 - eps) * (w_target * nll) + (eps / o.num_classes) * smooth
     else:
         loss = w_target * nll
     if ob is None:
@@ -149,28 +197,27 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     return loss
 
 
-def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, shift):
+def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
     """Cross-entropy of one block with probability targets, and optionally its gradient.
 
-    ``q = scale * t + shift`` is the weighted, smoothed target ``w ((1 - eps) t + eps / C)``
-    (``scale``, ``shift``: scalars or (C,) vectors; ``shift`` may be None)::
+    ``q = scale * t + offset`` is the weighted, smoothed target ``w ((1 - eps) t + eps / C)``
+    (``scale``, ``offset``: scalars or (C,) vectors, or None)::
 
-        loss = sum_c q_c (lse - x_c) = (sum q) log s - sum_c q_c (x_c - m)
+        loss = sum_c q_c (lse - x_c) = (sum q) log sum exp(x - m) - sum_c q_c (x_c - m)
         grad = g (p sum q - q)
     """
-    _shift(xb, work, c.ct)  # (R, C) d = x - m
-    if scale is None and shift is None and tb.dtype == c.ct:
+    if scale is None and offset is None and tb.dtype == c.ct:
         q = tb  # the target itself: no copy
     else:
         np.multiply(tb, 1.0 if scale is None else scale, out=wq, dtype=c.ct)
-        if shift is not None:
-            np.add(wq, shift, out=wq)
+        if offset is not None:
+            np.add(wq, offset, out=wq)
         q = wq
     sum_q = _rowsum(q)  # (R,)
-    sum_qd = _rowdot(work, q)  # (R,) every term <= 0 for non-negative q
-    np.exp(work, out=work)  # (R, C)
-    s = _rowsum(work)
-    loss = sum_q * np.log(s) - sum_qd
+    e = exp_block(xb, work, c.ct, q)  # work = exp(x - shift); e.dot = sum q (x - shift)
+    log_sum, s = _log_sum(work, e.shift - e.m)
+    sum_qd = e.dot + sum_q * (e.shift - e.m)  # (R,) sum_c q_c (x_c - m)
+    loss = sum_q * log_sum - sum_qd
     if ob is None:
         return loss
     coef = g * sum_q / s  # (R,)
