@@ -197,14 +197,14 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 g_rows[lo:hi] if g_is_rows else g_rows,
                 work_buffer(ob, scratch[0], p.ct),
                 scratch[1],
-                scratch[2] if grad is not None else None,
+                scratch[2],
                 ob,
                 consts,
                 scale,
                 offset,
             )
 
-        num_scratch = 3 if grad is not None else 2
+        num_scratch = 3
     for_each_block(blocks, p.ct, body, num_scratch)
     if p.valid is not None:
         losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
