@@ -6,6 +6,11 @@ backend lives in :mod:`softxent.torch` (needs the ``torch`` extra).
 """
 
 from softxent._cross_entropy import LossAndGrad, cross_entropy, cross_entropy_with_grad, nll_loss
+from softxent._linear_cross_entropy import (
+    LinearLossAndGrads,
+    linear_cross_entropy,
+    linear_cross_entropy_with_grad,
+)
 from softxent._one_hot import one_hot
 from softxent._score import ScoreResult, score
 from softxent._softmax import log_softmax, logsumexp, softmax
@@ -13,12 +18,15 @@ from softxent._threads import get_num_threads, set_num_threads
 from softxent._version import __version__
 
 __all__ = [
+    "LinearLossAndGrads",
     "LossAndGrad",
     "ScoreResult",
     "__version__",
     "cross_entropy",
     "cross_entropy_with_grad",
     "get_num_threads",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "nll_loss",

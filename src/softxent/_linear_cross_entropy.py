@@ -1,0 +1,468 @@
+"""The last linear layer and the cross-entropy fused, chunked over tokens, with gradients.
+
+``loss = cross_entropy(hidden @ weight.T + bias, target)`` without the ``(N, V)`` logits:
+the tokens are processed ``chunk_size`` rows at a time. Per chunk of rows ``[i, j)``::
+
+    logits  = hidden[i:j] @ weight.T + bias          # (c, V) into one reused buffer
+    d_logits = cross_entropy_with_grad(logits, ...)  # in place, over the same buffer
+    d_hidden[i:j] = d_logits @ weight               # (c, D)
+    d_weight     += d_logits.T @ hidden[i:j]         # (V, D)
+    d_bias       += d_logits.sum(0)                  # (V,)
+
+so the three matmuls of the unfused layer are done once each and the only ``(c, V)`` array
+is the chunk buffer. The ``"mean"`` reduction needs its denominator (sum of the target
+classes' weights) before the first chunk, so it is computed from the targets up front and
+every chunk gets the gradient scale ``grad_output / denominator``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from softxent._cross_entropy import cross_entropy, cross_entropy_with_grad
+from softxent._reduction import mean_scale, reduce_losses
+from softxent._rowwise import compute_dtype
+from softxent._validation import (
+    as_class_indices,
+    as_class_weight,
+    as_float_array,
+    check_ignore_index,
+    check_label_smoothing,
+    check_reduction,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "LinearLossAndGrads",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+]
+
+#: Default memory budget of the chunk's logits buffer (bytes, in the compute dtype). With
+#: V = 32000 float32 classes a chunk is 32 MiB / (32000 * 4 B) = 262 tokens: large enough
+#: that the matmuls run at full speed, small enough to be negligible next to the weights.
+CHUNK_BYTES = 32 * 1024 * 1024
+
+
+class LinearLossAndGrads(NamedTuple):
+    """The result of :func:`linear_cross_entropy_with_grad`."""
+
+    loss: Any  #: ndarray (N,) for reduction="none", else a NumPy scalar
+    d_hidden: np.ndarray  #: (N, D), dtype of ``hidden``
+    d_weight: np.ndarray  #: (V, D), dtype of ``weight``
+    d_bias: np.ndarray | None  #: (V,), dtype of ``bias``; None when there is no bias
+
+
+class _Layer(NamedTuple):
+    """A validated call."""
+
+    hidden: np.ndarray  # (N, D)
+    weight: np.ndarray  # (V, D), compute dtype
+    bias: np.ndarray | None  # (V,), compute dtype
+    target: np.ndarray  # (N,) integer or (N, V) floating
+    class_weight: np.ndarray | None  # (V,) as the user gave it (validated)
+    dtype: np.dtype  # of hidden / weight / bias and of the gradients
+    ct: np.dtype  # compute dtype of the logits and the gradient accumulators
+    loss_dtype: np.dtype  # of the returned loss
+    denominator: float  # of "mean"
+    chunk: int  # rows per chunk
+
+
+def _prepare(
+    hidden, weight, target, bias, class_weight, ignore_index, reduction, smoothing, chunk_size
+) -> _Layer:
+    h = as_float_array(hidden, "hidden")
+    w = as_float_array(weight, "weight")
+    if h.ndim != 2:
+        raise ValueError(
+            f"hidden must be 2-D (N, D), got shape {h.shape}; reshape batch dimensions "
+            "into N first"
+        )
+    if w.ndim != 2:
+        raise ValueError(
+            f"weight must be 2-D (V, D) like torch's Linear.weight, got shape {w.shape}"
+        )
+    n, d = h.shape
+    v = w.shape[0]
+    if w.shape[1] != d:
+        raise ValueError(
+            f"weight must have shape (V, {d}) to match hidden {h.shape} (D = {d}), "
+            f"got shape {w.shape}"
+        )
+    if v == 0:
+        raise ValueError(f"weight has 0 rows (classes), shape {w.shape}; at least 1 is needed")
+    if w.dtype != h.dtype:
+        raise TypeError(
+            f"weight must have the dtype of hidden ({h.dtype}), got dtype {w.dtype}; "
+            "cast one of them (like torch, no silent promotion of the layer)"
+        )
+    b = None
+    if bias is not None:
+        b = as_float_array(bias, "bias")
+        if b.shape != (v,):
+            raise ValueError(
+                f"bias must have shape ({v},), one entry per class, got shape {b.shape}"
+            )
+        if b.dtype != h.dtype:
+            raise TypeError(f"bias must have the dtype of hidden ({h.dtype}), got dtype {b.dtype}")
+    reduction = check_reduction(reduction)
+    check_label_smoothing(smoothing)
+    ignore_index = check_ignore_index(ignore_index)
+    ct = compute_dtype(h.dtype)
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != (n,):
+            raise ValueError(
+                f"target of class indices must have shape ({n},) (one per row of hidden), "
+                f"got shape {t.shape}"
+            )
+        cw = as_class_weight(class_weight, v, ct, name="class_weight")
+        y, valid = as_class_indices(t, v, ignore_index)
+        # The denominator of "mean", exactly as cross_entropy computes it on the full logits.
+        if cw is not None:
+            wy = cw[y]
+            if valid is not None:
+                wy[~valid] = 0
+            denominator = float(np.sum(wy, dtype=np.float64))
+        else:
+            denominator = float(n if valid is None else np.count_nonzero(valid))
+        loss_dtype = h.dtype
+    elif t.dtype.kind == "f":
+        if t.shape != (n, v):
+            raise ValueError(
+                f"target of probabilities must have shape ({n}, {v}) (N, V), got shape {t.shape}"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot be used with probability targets "
+                "(floating-point target); leave it negative (the default -100)"
+            )
+        as_class_weight(class_weight, v, ct, name="class_weight")
+        # The promotion cross_entropy applies to the full logits (of hidden's dtype).
+        dtypes = [h.dtype]
+        if isinstance(target, np.ndarray | np.generic):
+            dtypes.append(t.dtype)
+        if isinstance(class_weight, np.ndarray | np.generic) and class_weight.dtype.kind == "f":
+            dtypes.append(class_weight.dtype)
+        loss_dtype = np.result_type(*dtypes)
+        denominator = float(n)
+    else:
+        raise TypeError(
+            "target must hold integer class indices (N,) or floating-point probabilities "
+            f"(N, V), got dtype {t.dtype}"
+        )
+    if chunk_size is None:
+        chunk = max(1, CHUNK_BYTES // (v * ct.itemsize))
+    else:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+            raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        chunk = int(chunk_size)
+    chunk = max(1, min(chunk, n))
+    # float16 layers are computed in float32 (one copy of the weight, rounded once at the end).
+    w_ct = w.astype(ct, copy=False)
+    b_ct = None if b is None else b.astype(ct, copy=False)
+    return _Layer(h, w_ct, b_ct, t, class_weight, h.dtype, ct, loss_dtype, denominator, chunk)
+
+
+def _chunk_logits(
+    layer: _Layer, i: int, j: int, buffer: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``hidden[i:j] @ weight.T + bias`` written into ``buffer[: j - i]``; also the hidden rows."""
+    h = layer.hidden[i:j].astype(layer.ct, copy=False)  # (c, D)
+    logits = buffer[: j - i]  # (c, V) view of the reused buffer
+    np.matmul(h, layer.weight.T, out=logits)
+    if layer.bias is not None:
+        logits += layer.bias
+    return logits, h
+
+
+def _ce_options(layer: _Layer, ignore_index: int, label_smoothing: float) -> dict[str, Any]:
+    return {
+        "weight": layer.class_weight,
+        "ignore_index": ignore_index,
+        "label_smoothing": label_smoothing,
+    }
+
+
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
+):
+    r"""Cross-entropy of the linear layer ``hidden @ weight.T + bias``, without its logits.
+
+    .. math::
+
+        L = \mathrm{CE}(H W^\top + b,\; y)
+
+    with :math:`\mathrm{CE}` exactly :func:`softxent.cross_entropy` (classes last). The
+    logits are computed ``chunk_size`` rows at a time into one reused buffer, so memory
+    stays bounded however large ``N`` is.
+
+    Parameters
+    ----------
+    hidden : array_like of float16, float32 or float64, shape (N, D)
+        The layer's input (e.g. the last hidden states, one row per token).
+    weight : array_like, shape (V, D), dtype of ``hidden``
+        The layer's weight in torch's ``Linear`` layout (one row per class).
+    target : array_like
+        Integer class indices of shape (N,), or floating probabilities of shape (N, V).
+    bias : array_like, shape (V,), dtype of ``hidden``, optional
+        The layer's bias.
+    class_weight : array_like of shape (V,), optional
+        Non-negative, finite weight per class: torch's ``weight`` argument of
+        ``F.cross_entropy``, renamed so that it cannot be confused with the layer's weight.
+    ignore_index, reduction, label_smoothing
+        As in :func:`softxent.cross_entropy`.
+    chunk_size : int, optional
+        Rows per chunk. Default: as many as fit in :data:`CHUNK_BYTES` (32 MiB) of logits
+        in the compute dtype.
+
+    Returns
+    -------
+    ndarray or NumPy scalar
+        As ``cross_entropy(hidden @ weight.T + bias, target, ...)``: the (N,) losses for
+        ``'none'``, else a scalar; dtype of ``hidden`` (class indices) or the promotion with
+        the target's (probabilities).
+
+    Raises
+    ------
+    TypeError
+        Non-float ``hidden``/``weight``/``bias``, ``weight`` or ``bias`` of another dtype
+        than ``hidden``, a target that is neither integer nor floating, a non-int
+        ``chunk_size``.
+    ValueError
+        Shapes that do not fit together, ``chunk_size < 1``, and everything
+        :func:`softxent.cross_entropy` rejects (targets out of range, bad class weights...).
+
+    Notes
+    -----
+    Equal to ``torch.nn.functional.cross_entropy(F.linear(hidden, weight, bias), target,
+    weight=class_weight, ignore_index=ignore_index, reduction=reduction,
+    label_smoothing=label_smoothing)`` with torch's special values. float16 layers are
+    computed in float32 (a float32 copy of ``weight`` is made) and the loss rounded once.
+
+    Examples
+    --------
+    >>> import numpy as np, softxent as sx
+    >>> rng = np.random.default_rng(0)
+    >>> hidden, weight = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    >>> target = np.array([0, 3, 1, 1, 2])
+    >>> fused = sx.linear_cross_entropy(hidden, weight, target, chunk_size=2)
+    >>> bool(np.isclose(fused, sx.cross_entropy(hidden @ weight.T, target), rtol=1e-14))
+    True
+    """
+    layer = _prepare(
+        hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing,
+        chunk_size,
+    )  # fmt: skip
+    n, v = layer.hidden.shape[0], layer.weight.shape[0]
+    options = _ce_options(layer, ignore_index, label_smoothing)
+    losses = np.empty(n, compute_dtype(layer.loss_dtype))  # (N,)
+    buffer = np.empty((min(layer.chunk, n), v), layer.ct)  # (c, V), the only logits array
+    with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
+        for i in range(0, n, layer.chunk):
+            j = min(n, i + layer.chunk)
+            logits, _ = _chunk_logits(layer, i, j, buffer)
+            losses[i:j] = cross_entropy(logits, layer.target[i:j], reduction="none", **options)
+    return reduce_losses(losses, reduction, layer.denominator, layer.loss_dtype, (n,))
+
+
+def linear_cross_entropy_with_grad(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
+    grad_output: ArrayLike | None = None,
+) -> LinearLossAndGrads:
+    r""":func:`linear_cross_entropy` and its gradients for the layer's three inputs.
+
+    With ``G = dL/dZ`` the gradient of the loss for the logits ``Z = H W^T + b`` (as
+    :func:`softxent.cross_entropy_with_grad` gives it),
+
+    .. math::
+
+        \frac{\partial L}{\partial H} = G W, \qquad
+        \frac{\partial L}{\partial W} = G^\top H, \qquad
+        \frac{\partial L}{\partial b} = \textstyle\sum_n G_{n,:}
+
+    accumulated chunk by chunk: ``G`` only ever exists one chunk of rows at a time, and it
+    is computed in place in the chunk's logits buffer.
+
+    Parameters
+    ----------
+    hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing
+        As in :func:`linear_cross_entropy`.
+    chunk_size : int, optional
+        Rows per chunk; default as in :func:`linear_cross_entropy`.
+    grad_output : array_like, optional
+        The upstream gradient: shape (N,) for ``reduction='none'`` (the gradients are those
+        of ``sum(grad_output * loss)``), a scalar otherwise. Default 1.
+
+    Returns
+    -------
+    LinearLossAndGrads
+        ``(loss, d_hidden, d_weight, d_bias)``: the loss as :func:`linear_cross_entropy`
+        returns it; the gradients with the shapes and dtype of ``hidden``, ``weight`` and
+        ``bias`` (``d_bias`` is None without a bias).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`linear_cross_entropy`; also a ``grad_output`` of the wrong shape or dtype.
+
+    Notes
+    -----
+    Memory: besides the inputs and the returned gradients, one ``(chunk_size, V)`` buffer
+    of the compute dtype (:data:`CHUNK_BYTES` by default) and a ``(V, D)`` buffer for the
+    chunk's contribution to ``d_weight`` (NumPy's matmul cannot accumulate into its
+    output). Gradients are accumulated in float32 for float16/float32 layers and in
+    float64 for float64 layers; float16 gradients are rounded once at the end.
+
+    The exact torch equivalent (``hidden``, ``weight``, ``bias`` requiring grad)::
+
+        loss = F.cross_entropy(F.linear(hidden, weight, bias), target, weight=class_weight,
+                               ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
+        loss.backward(grad_output)
+
+    An ignored token's gradient row is 0 even when its logits are not finite (torch: NaN).
+
+    Examples
+    --------
+    >>> import numpy as np, softxent as sx
+    >>> rng = np.random.default_rng(0)
+    >>> hidden, weight, bias = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)), np.zeros(4)
+    >>> target = np.array([0, 3, 1, 1, 2])
+    >>> loss, d_hidden, d_weight, d_bias = sx.linear_cross_entropy_with_grad(
+    ...     hidden, weight, target, bias, chunk_size=2)
+    >>> _, d_logits = sx.cross_entropy_with_grad(hidden @ weight.T + bias, target)
+    >>> bool(np.allclose(d_weight, d_logits.T @ hidden, rtol=1e-13, atol=0))
+    True
+    >>> bool(np.allclose(d_bias, d_logits.sum(0), rtol=1e-13, atol=0))
+    True
+    """
+    layer = _prepare(
+        hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing,
+        chunk_size,
+    )  # fmt: skip
+    n, d = layer.hidden.shape
+    v = layer.weight.shape[0]
+    ct = layer.ct
+    g_rows = _grad_output_rows(grad_output, reduction, n, layer.denominator, ct)
+    options = _ce_options(layer, ignore_index, label_smoothing)
+
+    # Accumulators in the compute dtype; for float32/float64 they are the returned arrays.
+    d_hidden = np.empty((n, d), ct)  # (N, D)
+    d_weight = np.zeros((v, d), ct)  # (V, D)
+    d_bias = None if layer.bias is None else np.zeros(v, ct)  # (V,)
+    losses = np.empty(n, compute_dtype(layer.loss_dtype))  # (N,)
+    rows = min(layer.chunk, n)
+    buffer = np.empty((rows, v), ct)  # (c, V): logits, then d_logits in place
+    partial = np.empty((v, d), ct) if n > rows else None  # (V, D) one chunk's d_weight
+    ones = np.ones(rows, ct)  # (c,) column sums by BLAS (faster than .sum(0))
+    with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
+        for i in range(0, n, layer.chunk):
+            j = min(n, i + layer.chunk)
+            logits, h = _chunk_logits(layer, i, j, buffer)
+            result = cross_entropy_with_grad(
+                logits, layer.target[i:j], reduction="none", grad_output=g_rows[i:j],
+                out=logits, **options,
+            )  # fmt: skip
+            losses[i:j] = result.loss
+            d_logits = result.grad  # (c, V), the buffer itself
+            np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
+            if i == 0:  # the first chunk writes the accumulator directly
+                np.matmul(d_logits.T, h, out=d_weight)  # (V, D)
+            else:
+                np.matmul(d_logits.T, h, out=partial)
+                d_weight += partial
+            if d_bias is not None:
+                d_bias += ones[: j - i] @ d_logits  # (V,)
+    loss = reduce_losses(losses, reduction, layer.denominator, layer.loss_dtype, (n,))
+    dt = layer.dtype
+    return LinearLossAndGrads(
+        loss,
+        d_hidden.astype(dt, copy=False),
+        d_weight.astype(dt, copy=False),
+        None if d_bias is None else d_bias.astype(dt, copy=False),
+    )
+
+
+def _grad_output_rows(
+    grad_output: Any, reduction: str, n: int, denominator: float, ct: np.dtype
+) -> np.ndarray:
+    """The upstream gradient of each token's loss, (N,) of ``ct``.
+
+    Every chunk is reduced with ``'none'``: for ``'mean'`` the gradient of a token's loss is
+    ``grad_output / denominator`` with the denominator of the *whole* batch, known only
+    from all the targets, never from one chunk.
+    """
+    if grad_output is None:
+        g = np.asarray(1.0)
+    else:
+        g = np.asarray(grad_output)
+        if g.dtype.kind not in "fiu":
+            raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
+    if reduction == "none":
+        if grad_output is not None and g.shape != (n,):
+            raise ValueError(
+                f"grad_output must have the shape of the loss ({n},) for reduction='none', "
+                f"got shape {g.shape}"
+            )
+        return np.broadcast_to(g.astype(ct, copy=False), (n,))
+    if g.ndim != 0:
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
+        )
+    return np.full(n, float(g) * mean_scale(reduction, denominator), ct)
+
+
+def _bench_case(
+    n: int = 4096, d: int = 512, v: int = 32000, *, dtype=np.float32, seed: int = 0
+) -> dict[str, float]:
+    """Seconds of one fused forward+backward and of the three plain matmuls it contains.
+
+    The issue-7 target of ``softxent bench``: ``fused / matmuls <= 1.15`` at the default
+    sizes (float32). The matmuls are timed on a preallocated ``(n, v)`` array, the best case
+    for the unfused computation (which also needs the softmax passes on top).
+    """
+    import time
+
+    rng = np.random.default_rng(seed)
+    hidden = rng.standard_normal((n, d), dtype=np.float32).astype(dtype)
+    weight = (rng.standard_normal((v, d), dtype=np.float32) * 0.05).astype(dtype)
+    bias = np.zeros(v, dtype)
+    target = rng.integers(0, v, n)
+
+    start = time.perf_counter()
+    linear_cross_entropy_with_grad(hidden, weight, target, bias)
+    fused = time.perf_counter() - start
+
+    logits = np.empty((n, v), dtype)  # (N, V), allocated outside the timing
+    d_hidden, d_weight = np.empty((n, d), dtype), np.empty((v, d), dtype)
+    start = time.perf_counter()
+    np.matmul(hidden, weight.T, out=logits)
+    np.matmul(logits, weight, out=d_hidden)
+    np.matmul(logits.T, hidden, out=d_weight)
+    matmuls = time.perf_counter() - start
+    return {"fused_s": fused, "matmuls_s": matmuls, "ratio": fused / matmuls}

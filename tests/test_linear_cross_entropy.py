@@ -1,0 +1,408 @@
+"""linear_cross_entropy(_with_grad) against the unfused layer: softxent and torch (issue 7)."""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close, logit_scale, random_probs, ref_dtype
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
+
+N, D, V = 37, 6, 11  # N = 37 is not a multiple of any chunk size below but 1 and 37
+IGNORE = -100
+
+
+def make_case(dtype, *, soft=False, bias=True, class_weight=False, ignore=False, seed=0):
+    """A small layer: hidden (N, D), weight (V, D), bias (V,), target, class weights."""
+    r = np.random.default_rng(seed)
+    hidden = r.standard_normal((N, D)).astype(dtype)
+    weight = (r.standard_normal((V, D)) * 0.8).astype(dtype)
+    b = r.standard_normal(V).astype(dtype) if bias else None
+    if soft:
+        target = random_probs((N, V), -1, dtype, seed=seed + 1)
+    else:
+        target = r.integers(0, V, N)
+        if ignore:
+            target[r.random(N) < 0.25] = IGNORE
+    cw = r.uniform(0.2, 2.0, V) if class_weight else None
+    return hidden, weight, b, target, cw
+
+
+def torch_linear_ce(hidden, weight, bias, target, *, grad_output=None, **options):
+    """torch's F.cross_entropy(F.linear(...)) and autograd gradients, in float64."""
+    ref = np.float64
+    th = torch.tensor(np.asarray(hidden, ref), requires_grad=True)
+    tw = torch.tensor(np.asarray(weight, ref), requires_grad=True)
+    tb = None if bias is None else torch.tensor(np.asarray(bias, ref), requires_grad=True)
+    t = np.asarray(target)
+    tt = torch.tensor(t.astype(ref) if t.dtype.kind == "f" else t)
+    cw = options.pop("class_weight", None)
+    loss = F.cross_entropy(
+        F.linear(th, tw, tb),
+        tt,
+        weight=None if cw is None else torch.tensor(np.asarray(cw, ref)),
+        **options,
+    )
+    g = torch.ones_like(loss) if grad_output is None else torch.tensor(np.asarray(grad_output))
+    inputs = [th, tw] + ([] if tb is None else [tb])
+    grads = torch.autograd.grad(loss, inputs, g.to(loss.dtype))
+    d_bias = None if tb is None else grads[2].numpy()
+    return loss.detach().numpy(), grads[0].numpy(), grads[1].numpy(), d_bias
+
+
+def assert_grads_close(result, expected, dtype):
+    """Loss and gradients at the dtype's tolerance; absolute part scaled by each array."""
+    names = ("loss", "d_hidden", "d_weight", "d_bias")
+    for name, actual, ref in zip(names, result, expected, strict=True):
+        if ref is None:
+            assert actual is None, name
+            continue
+        scale = logit_scale(ref)  # max(1, max |finite entry|)
+        assert_close(actual, ref, dtype, scale=scale, check_dtype=name != "loss")
+
+
+OPTION_GRID = [
+    {"soft": soft, "bias": bias, "class_weight": cw, "ignore": ign, "smoothing": eps}
+    for soft, bias, cw, ign, eps in itertools.product(
+        [False, True], [False, True], [False, True], [False, True], [0.0, 0.2]
+    )
+    if not (soft and ign)  # ignore_index applies to class indices only
+]
+
+
+def option_id(o):
+    return "-".join(k if o[k] is True else f"{k}={o[k]}" for k in o if o[k] not in (False, 0.0))
+
+
+# ------------------------------------------------------------ parity with torch (autograd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=[option_id(o) or "plain" for o in OPTION_GRID])
+def test_matches_torch_linear_cross_entropy(opts, reduction, dtype):
+    hidden, weight, bias, target, cw = make_case(
+        dtype, soft=opts["soft"], bias=opts["bias"], class_weight=opts["class_weight"],
+        ignore=opts["ignore"],
+    )  # fmt: skip
+    g = np.random.default_rng(5).standard_normal(N) if reduction == "none" else None
+    options = {
+        "class_weight": cw, "reduction": reduction, "label_smoothing": opts["smoothing"],
+    }  # fmt: skip
+    result = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, bias, chunk_size=5, grad_output=g, **options
+    )
+    expected = torch_linear_ce(hidden, weight, bias, target, grad_output=g, **options)
+    assert_grads_close(result, expected, dtype)
+    # Class indices: hidden's dtype; probabilities: promoted with the float64 class weights.
+    promoted = np.float64 if opts["soft"] and cw is not None else dtype
+    assert np.asarray(result.loss).dtype == np.dtype(promoted)
+    # The forward-only function gives the same loss.
+    loss = sx.linear_cross_entropy(hidden, weight, target, bias, chunk_size=5, **options)
+    assert np.asarray(loss).dtype == np.dtype(promoted)
+    assert_close(loss, result.loss, dtype, scale=logit_scale(result.loss), check_dtype=False)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_float32_scalar_grad_output_matches_torch(reduction):
+    hidden, weight, bias, target, cw = make_case(np.float32, class_weight=True, ignore=True)
+    g = np.float32(-2.5) if reduction != "none" else np.full(N, -2.5, np.float32)
+    result = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, bias, class_weight=cw, reduction=reduction, grad_output=g,
+        chunk_size=4,
+    )  # fmt: skip
+    expected = torch_linear_ce(
+        hidden, weight, bias, target, class_weight=cw, reduction=reduction, grad_output=g
+    )
+    assert_grads_close(result, expected, np.float32)
+
+
+# -------------------------------------------- parity with the unfused softxent computation
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, 36, 37, 1000, None])
+@pytest.mark.parametrize(
+    "opts", OPTION_GRID[::3], ids=[option_id(o) or "plain" for o in OPTION_GRID[::3]]
+)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_equals_unfused_cross_entropy_with_grad(opts, chunk_size, reduction):
+    dtype = np.float64
+    hidden, weight, bias, target, cw = make_case(
+        dtype, soft=opts["soft"], bias=opts["bias"], class_weight=opts["class_weight"],
+        ignore=opts["ignore"], seed=3,
+    )  # fmt: skip
+    g = np.random.default_rng(6).standard_normal(N) if reduction == "none" else None
+    options = {"reduction": reduction, "label_smoothing": opts["smoothing"]}
+    result = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, bias, class_weight=cw, chunk_size=chunk_size, grad_output=g,
+        **options,
+    )  # fmt: skip
+    logits = hidden @ weight.T + (0 if bias is None else bias)  # (N, V), the unfused way
+    loss, d_logits = sx.cross_entropy_with_grad(
+        logits, target, weight=cw, grad_output=g, **options
+    )
+    expected = (
+        loss,
+        d_logits @ weight,
+        d_logits.T @ hidden,
+        None if bias is None else d_logits.sum(0),
+    )
+    assert_grads_close(result, expected, dtype)
+
+
+@pytest.mark.parametrize("chunk_size", [3, 8, 37])
+def test_float32_class_indices_equal_unfused_losses(chunk_size):
+    """Per-token losses agree with cross_entropy on the full float32 logits."""
+    hidden, weight, bias, target, _ = make_case(np.float32, ignore=True, seed=4)
+    logits = hidden @ weight.T + bias
+    scale = max(1.0, float(np.abs(logits).max()))
+    fused = sx.linear_cross_entropy(
+        hidden, weight, target, bias, reduction="none", chunk_size=chunk_size
+    )
+    assert_close(
+        fused, sx.cross_entropy(logits, target, reduction="none"), np.float32, scale=scale
+    )
+
+
+def test_float16_layer_is_computed_in_float32_and_rounded_once():
+    hidden, weight, bias, target, cw = make_case(np.float16, class_weight=True, ignore=True)
+    result = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, bias, class_weight=cw, label_smoothing=0.1, chunk_size=6
+    )
+    # Oracle: torch in float32 from the same float16 values, rounded once to float16.
+    f32 = [a.astype(np.float32) for a in (hidden, weight, bias)]
+    expected = torch_linear_ce(*f32[:2], f32[2], target, class_weight=cw, label_smoothing=0.1)
+    assert ref_dtype(np.float16) == np.float32
+    expected = tuple(None if e is None else np.asarray(e).astype(np.float16) for e in expected)
+    assert_grads_close(result, expected, np.float16)
+    assert result.loss.dtype == np.float16
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(0, 20),
+    d=st.integers(0, 5),
+    v=st.integers(1, 9),
+    chunk=st.integers(1, 25),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_and_chunk_equals_unfused(n, d, v, chunk, reduction, seed):
+    r = np.random.default_rng(seed)
+    hidden, weight, bias = (
+        r.standard_normal((n, d)),
+        r.standard_normal((v, d)),
+        r.standard_normal(v),
+    )
+    target = r.integers(-1, v, n)  # -1 is ignored below
+    result = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, bias, ignore_index=-1, reduction=reduction, chunk_size=chunk
+    )
+    loss, d_logits = sx.cross_entropy_with_grad(
+        hidden @ weight.T + bias, target, ignore_index=-1, reduction=reduction
+    )
+    assert_grads_close(
+        result, (loss, d_logits @ weight, d_logits.T @ hidden, d_logits.sum(0)), np.float64
+    )
+
+
+# ------------------------------------------------------------------------ finite differences
+
+
+def test_gradients_match_finite_differences():
+    """Central differences of the float64 loss for a few entries of each input."""
+    hidden, weight, bias, target, cw = make_case(
+        np.float64, class_weight=True, ignore=True, seed=7
+    )
+    options = {"class_weight": cw, "label_smoothing": 0.15, "chunk_size": 4}
+    result = sx.linear_cross_entropy_with_grad(hidden, weight, target, bias, **options)
+    arrays = {"hidden": hidden, "weight": weight, "bias": bias}
+    grads = {"hidden": result.d_hidden, "weight": result.d_weight, "bias": result.d_bias}
+    r = np.random.default_rng(8)
+    h = 1e-6
+    for name, array in arrays.items():
+        for _ in range(6):
+            index = tuple(int(r.integers(0, s)) for s in array.shape)
+            saved = array[index]
+            array[index] = saved + h
+            up = sx.linear_cross_entropy(hidden, weight, target, bias, **options)
+            array[index] = saved - h
+            down = sx.linear_cross_entropy(hidden, weight, target, bias, **options)
+            array[index] = saved
+            numeric = (up - down) / (2 * h)
+            assert abs(numeric - grads[name][index]) < 1e-7 * max(1.0, abs(numeric)), (name, index)
+
+
+# ------------------------------------------------------------------------------ edge cases
+
+
+def test_all_ignored_mean_is_nan_with_zero_gradients():
+    hidden, weight, bias, _, _ = make_case(np.float64)
+    target = np.full(N, IGNORE)
+    result = sx.linear_cross_entropy_with_grad(hidden, weight, target, bias, chunk_size=5)
+    assert np.isnan(result.loss)
+    expected = torch_linear_ce(hidden, weight, bias, target)
+    assert_grads_close(result, expected, np.float64)
+    assert not result.d_weight.any() and not result.d_hidden.any()
+
+
+def test_empty_batch():
+    weight, bias = np.ones((4, 3), np.float32), np.zeros(4, np.float32)
+    hidden, target = np.empty((0, 3), np.float32), np.empty(0, np.int64)
+    result = sx.linear_cross_entropy_with_grad(hidden, weight, target, bias, reduction="sum")
+    assert result.loss == 0 and result.loss.dtype == np.float32
+    assert (
+        result.d_hidden.shape == (0, 3) and not result.d_weight.any() and not result.d_bias.any()
+    )
+    assert np.isnan(sx.linear_cross_entropy(hidden, weight, target))
+    assert sx.linear_cross_entropy(hidden, weight, target, reduction="none").shape == (0,)
+
+
+def test_no_bias_gives_none_and_inputs_are_not_modified():
+    hidden, weight, _, target, _ = make_case(np.float32)
+    copies = hidden.copy(), weight.copy()
+    result = sx.linear_cross_entropy_with_grad(hidden, weight, target, chunk_size=3)
+    assert result.d_bias is None
+    np.testing.assert_array_equal(hidden, copies[0])
+    np.testing.assert_array_equal(weight, copies[1])
+
+
+def test_non_contiguous_inputs():
+    hidden, weight, bias, target, _ = make_case(np.float64, seed=9)
+    result = sx.linear_cross_entropy_with_grad(
+        np.asfortranarray(hidden), weight.T.copy().T, target, bias, chunk_size=7
+    )
+    assert_grads_close(result, torch_linear_ce(hidden, weight, bias, target), np.float64)
+
+
+# --------------------------------------------------------------------------- memory bound
+
+
+def _peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("chunk_size", [256, None])
+def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threads):
+    """N=2048, V=8000: the full float32 logits would be 65.5 MB; the fused call stays below."""
+    sx.set_num_threads(2)  # the core's per-thread block scratch is part of the slack below
+    n, d, v = 2048, 64, 8000
+    r = np.random.default_rng(10)
+    hidden = r.standard_normal((n, d), np.float32)
+    weight = r.standard_normal((v, d), np.float32) * 0.1
+    bias = np.zeros(v, np.float32)
+    target = r.integers(0, v, n)
+    full_logits = n * v * 4
+    gradients = (n * d + v * d + v) * 4
+    chunk_rows = chunk_size or sx._linear_cross_entropy.CHUNK_BYTES // (v * 4)
+    budget = min(chunk_rows, n) * v * 4
+    slack = 8 * 2**20  # per-chunk vectors and the core's block scratch (a few MiB)
+    peak = _peak_bytes(
+        lambda: sx.linear_cross_entropy_with_grad(
+            hidden, weight, target, bias, chunk_size=chunk_size
+        )
+    )
+    # Allowed: the chunk buffer, the gradients and one (V, D) partial d_weight.
+    assert peak < budget + gradients + v * d * 4 + slack, peak
+    peak_fwd = _peak_bytes(
+        lambda: sx.linear_cross_entropy(hidden, weight, target, bias, chunk_size=chunk_size)
+    )
+    assert peak_fwd < budget + slack, peak_fwd
+    if chunk_size is not None:
+        assert peak < 0.3 * full_logits, peak
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _ok():
+    return np.zeros((4, 3)), np.zeros((5, 3)), np.array([0, 1, 2, 4])
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (
+            {"hidden": np.zeros((4, 3, 1))},
+            ValueError,
+            r"hidden must be 2-D \(N, D\), got shape \(4, 3, 1\)",
+        ),
+        ({"weight": np.zeros(5)}, ValueError, r"weight must be 2-D \(V, D\)"),
+        (
+            {"weight": np.zeros((5, 2))},
+            ValueError,
+            r"weight must have shape \(V, 3\) to match hidden",
+        ),
+        ({"weight": np.zeros((0, 3))}, ValueError, "weight has 0 rows"),
+        (
+            {"weight": np.zeros((5, 3), np.float32)},
+            TypeError,
+            "weight must have the dtype of hidden",
+        ),
+        ({"hidden": np.zeros((4, 3), int)}, TypeError, "hidden must be a floating-point array"),
+        ({"bias": np.zeros(4)}, ValueError, r"bias must have shape \(5,\)"),
+        ({"bias": np.zeros(5, np.float32)}, TypeError, "bias must have the dtype of hidden"),
+        (
+            {"target": np.array([0, 1, 2])},
+            ValueError,
+            r"target of class indices must have shape \(4,\)",
+        ),
+        ({"target": np.array([0, 1, 2, 5])}, ValueError, r"target\[3\] = 5 is out of range"),
+        (
+            {"target": np.zeros((4, 4))},
+            ValueError,
+            r"target of probabilities must have shape \(4, 5\)",
+        ),
+        ({"target": np.array(["a"] * 4)}, TypeError, "target must hold integer class indices"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1, got 0"),
+        ({"chunk_size": 2.0}, TypeError, "chunk_size must be a positive int or None, got 2.0"),
+        ({"chunk_size": True}, TypeError, "chunk_size must be a positive int"),
+        ({"class_weight": np.ones(4)}, ValueError, r"class_weight must have shape \(5,\)"),
+        ({"class_weight": -np.ones(5)}, ValueError, "class_weight must be non-negative"),
+        ({"reduction": "avg"}, ValueError, "reduction must be one of"),
+        ({"label_smoothing": 1.5}, ValueError, r"label_smoothing must be in \[0, 1\]"),
+        ({"target": np.full((4, 5), 0.2), "ignore_index": 0}, ValueError, "ignore_index=0 cannot"),
+    ],
+)
+def test_bad_input_is_reported(change, error, match):
+    hidden, weight, target = _ok()
+    kwargs = {"hidden": hidden, "weight": weight, "target": target, **change}
+    with pytest.raises(error, match=match):
+        sx.linear_cross_entropy(**kwargs)
+    with pytest.raises(error, match=match):
+        sx.linear_cross_entropy_with_grad(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("reduction", "grad_output", "error", "match"),
+    [
+        ("mean", np.ones(4), ValueError, r"grad_output must be a scalar for reduction='mean'"),
+        ("none", np.ones(3), ValueError, r"grad_output must have the shape of the loss \(4,\)"),
+        ("sum", "x", TypeError, "grad_output must be a real number"),
+    ],
+)
+def test_bad_grad_output_is_reported(reduction, grad_output, error, match):
+    hidden, weight, target = _ok()
+    with pytest.raises(error, match=match):
+        sx.linear_cross_entropy_with_grad(
+            hidden, weight, target, reduction=reduction, grad_output=grad_output
+        )
+
+
+def test_class_weight_is_not_the_layer_weight():
+    """The layer's weight is positional; torch's class `weight` is called class_weight."""
+    hidden, weight, target = _ok()
+    with pytest.raises(TypeError, match="weight"):
+        sx.linear_cross_entropy(hidden, weight, target, weight=np.ones(5))
