@@ -155,7 +155,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         arrays.append(grad)
     blocks = RowBlocks(arrays, p.axis)
     grad_index = len(arrays) - 1
-    g_is_rows = np.ndim(g_rows) == 1
+    g_is_rows = isinstance(g_rows, np.ndarray)
 
     if p.t is None:
         options = _kernels.IndexOptions(

@@ -63,6 +63,7 @@ class Exp(NamedTuple):
 
     m: np.ndarray  # (R,) row max, compute dtype
     shift: np.ndarray  # (R,) what was subtracted before exp: 0 or m
+    gap: np.ndarray | float  # shift - m: (R,), or 0.0 when every row was shifted by its max
     dot: np.ndarray | None  # (R,) row dot of (x - shift) with the requested weights
 
 
@@ -80,23 +81,29 @@ def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None) -> Exp:
         if safe.all():
             dot = None if dot_with is None else _dot(xb, dot_with, scratch)
             np.exp(xb, out=work)  # (R, C)
-            return Exp(m, np.zeros_like(m), dot)
-        shift = np.where(safe, 0, m).astype(ct, copy=False)  # (R,)
+            return Exp(m, np.zeros_like(m), -m, dot)
+        if safe.any():
+            shift = np.where(safe, 0, m).astype(ct, copy=False)  # (R,)
+            gap = shift - m
+        else:
+            shift, gap = m, 0.0
     else:
-        shift = m  # float16 input: the subtraction is also the conversion pass
+        shift, gap = m, 0.0  # float16 input: the subtraction is also the conversion pass
     np.subtract(xb, shift[:, None], out=work, dtype=ct)  # (R, C)
     dot = None if dot_with is None else _dot(work, dot_with, scratch)
     np.exp(work, out=work)
-    return Exp(m, shift, dot)
+    return Exp(m, shift, gap, dot)
 
 
 def _dot(a, b, scratch):
     return _rowsum(a) if isinstance(b, str) else _rowdot(a, b, scratch)
 
 
-def _log_sum(work: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _log_sum(work: np.ndarray, gap) -> tuple[np.ndarray, np.ndarray]:
     """``(log sum_c exp(x_c - m), s)`` per row from ``work = exp(x - shift)``."""
     s = _rowsum(work)  # (R,)
+    if isinstance(gap, float):  # every row shifted by its max
+        return np.log(s), s
     return np.log(s * np.exp(gap)), s  # exp(0) == 1 exactly for shifted rows
 
 
@@ -170,12 +177,12 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     # With smoothing, also sum_c w_c (x_c - shift), before exp overwrites the block.
     weights = None if not eps else ("sum" if o.class_weight is None else o.class_weight)
     e = exp_block(xb, work, c.ct, weights, work2)  # work = exp(x - shift)
-    log_sum, s = _log_sum(work, e.shift - e.m)  # (R,) log sum exp(x - m)
+    log_sum, s = _log_sum(work, e.gap)  # (R,) log sum exp(x - m)
     nll = log_sum - (x_y.astype(c.ct) - e.m)  # -lp[y]: no cancellation when x[y] is the max
     w_target = 1.0 if wy is None else wy
     if eps:
         # sum_c w_c (-lp_c) = W log_sum - sum_c w_c (x_c - m), the latter <= 0 termwise
-        wd = e.dot + o.weight_sum * (e.shift - e.m)  # (R,) sum_c w_c (x_c - m)
+        wd = e.dot + o.weight_sum * e.gap  # (R,) sum_c w_c (x_c - m)
         smooth = o.weight_sum * log_sum - wd
         loss = (1.0 - eps) * (w_target * nll) + (eps / o.num_classes) * smooth
     else:
@@ -218,8 +225,8 @@ def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
         q = wq
     sum_q = _rowsum(q)  # (R,)
     e = exp_block(xb, work, c.ct, q, tmp)  # work = exp(x - shift); e.dot = sum q (x - shift)
-    log_sum, s = _log_sum(work, e.shift - e.m)
-    sum_qd = e.dot + sum_q * (e.shift - e.m)  # (R,) sum_c q_c (x_c - m)
+    log_sum, s = _log_sum(work, e.gap)
+    sum_qd = e.dot + sum_q * e.gap  # (R,) sum_c q_c (x_c - m)
     loss = sum_q * log_sum - sum_qd
     if ob is None:
         return loss
