@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import softxent as sx
+import torch
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
@@ -19,6 +16,10 @@ from conftest import (
     shapes_and_axis,
     torch_cross_entropy,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
 
 inf, nan = np.inf, np.nan
 
@@ -32,8 +33,17 @@ SHAPES = [((5,), 0), ((6, 4), -1), ((2, 3, 4, 5), 1), ((3, 2, 5), 0), ((2, 5, 3)
 # ------------------------------------------------------------------------ case builders
 
 
-def make_index_case(shape, axis, dtype, seed=0, *, weight=False, ignore_index=-100,
-                    ignore_fraction=0.0, label_smoothing=0.0):  # fmt: skip
+def make_index_case(
+    shape,
+    axis,
+    dtype,
+    seed=0,
+    *,
+    weight=False,
+    ignore_index=-100,
+    ignore_fraction=0.0,
+    label_smoothing=0.0,
+):
     """Logits, class-index target and the keyword options of one call."""
     rng = np.random.default_rng(seed)
     x = random_logits(shape, dtype, seed=seed)
@@ -89,7 +99,9 @@ def test_study_note_example():
     assert_close(loss, torch_cross_entropy(STUDY_PRED, STUDY_TARGET), np.float32)
     per_sample = sx.cross_entropy(STUDY_PRED, STUDY_TARGET, reduction="none")
     assert per_sample.dtype == np.float32 and per_sample.shape == (3,)
-    assert_close(per_sample, np.array([1.23628676, 0.91492397, 0.97291893], np.float32), np.float32)
+    assert_close(
+        per_sample, np.array([1.23628676, 0.91492397, 0.97291893], np.float32), np.float32
+    )
     # With the same decimals in float64 torch 2.13 gives 1.0413765096410996 (spec §0 prints
     # 1.041376514844158, which torch does not reproduce).
     loss64 = sx.cross_entropy(STUDY_PRED.astype(np.float64).round(1), STUDY_TARGET)
@@ -111,7 +123,9 @@ def test_spec_6_3_worked_example():
     kw = dict(weight=W63, label_smoothing=0.3)
     none = sx.cross_entropy(X63, Y63, reduction="none", **kw)
     np.testing.assert_allclose(none, [11.54236891, 1.79784815], **PRINTED)
-    np.testing.assert_allclose(sx.cross_entropy(X63, Y63, reduction="sum", **kw), 13.34021706, **PRINTED)
+    np.testing.assert_allclose(
+        sx.cross_entropy(X63, Y63, reduction="sum", **kw), 13.34021706, **PRINTED
+    )
     np.testing.assert_allclose(sx.cross_entropy(X63, Y63, **kw), 1.21274701, **PRINTED)
     for reduction in ("none", "sum", "mean"):
         check_against_torch(X63, Y63, dict(axis=-1, **kw), reduction)
@@ -121,7 +135,9 @@ def test_spec_6_3_worked_example():
     np.testing.assert_allclose(
         sx.cross_entropy(X63, onehot, reduction="none", **kw), none, rtol=1e-12
     )
-    np.testing.assert_allclose(sx.cross_entropy(X63, Y63, label_smoothing=0.3), 1.10586828, **PRINTED)
+    np.testing.assert_allclose(
+        sx.cross_entropy(X63, Y63, label_smoothing=0.3), 1.10586828, **PRINTED
+    )
     np.testing.assert_allclose(sx.cross_entropy(X63, Y63, weight=W63), 1.33456275, **PRINTED)
 
 
@@ -137,7 +153,9 @@ def test_spec_6_3_single_sample(weight, smoothed):
     np.testing.assert_allclose(got, smoothed, **PRINTED)
     # Without smoothing the weights cancel for a single sample.
     np.testing.assert_allclose(sx.cross_entropy(x, y, weight=w), 2.40760596, **PRINTED)
-    np.testing.assert_allclose(sx.cross_entropy(x[0], np.array(0), weight=w), 2.40760596, **PRINTED)
+    np.testing.assert_allclose(
+        sx.cross_entropy(x[0], np.array(0), weight=w), 2.40760596, **PRINTED
+    )
 
 
 # ---------------------------------------------------------------- parity: every option
@@ -150,22 +168,20 @@ INDEX_OPTIONS = {
     "ignore-out-of-range": dict(ignore_index=99, ignore_fraction=0.3),
     "smoothing": dict(label_smoothing=0.3),
     "smoothing-1-weight": dict(label_smoothing=1.0, weight=True),
-    "weight-ignore-smoothing": dict(weight=True, ignore_index=-100, ignore_fraction=0.3,
-                                    label_smoothing=0.2),  # fmt: skip
+    "weight-ignore-smoothing": dict(
+        weight=True, ignore_index=-100, ignore_fraction=0.3, label_smoothing=0.2
+    ),
     "weight-ignore-class-smoothing": dict(weight=True, ignore_index=2, label_smoothing=0.1),
 }
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("options", list(INDEX_OPTIONS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), SHAPES)
-def test_class_indices_match_torch(shape, axis, dtype, options, reduction):
-    opts = dict(INDEX_OPTIONS[options])
-    if opts.get("ignore_index", -100) >= shape[axis] and not opts.get("ignore_fraction"):
-        pytest.skip("ignore_index is not a class here")
-    x, y, kwargs = make_index_case(shape, axis, dtype, seed=len(shape), **opts)
-    check_against_torch(x, y, kwargs, reduction)
+def test_class_indices_match_torch(shape, axis, dtype, options):
+    x, y, kwargs = make_index_case(shape, axis, dtype, seed=len(shape), **INDEX_OPTIONS[options])
+    for reduction in ("none", "mean", "sum"):
+        check_against_torch(x, y, kwargs, reduction)
 
 
 PROB_OPTIONS = {
@@ -177,14 +193,14 @@ PROB_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("options", list(PROB_OPTIONS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), SHAPES)
-def test_probabilities_match_torch(shape, axis, dtype, options, reduction):
+def test_probabilities_match_torch(shape, axis, dtype, options):
     x, t, kwargs = make_prob_case(shape, axis, dtype, seed=len(shape), **PROB_OPTIONS[options])
-    out = check_against_torch(x, t, kwargs, reduction)
-    assert np.asarray(out).dtype == dtype
+    for reduction in ("none", "mean", "sum"):
+        out = check_against_torch(x, t, kwargs, reduction)
+        assert np.asarray(out).dtype == dtype
 
 
 @settings(max_examples=25, deadline=None)
@@ -204,22 +220,28 @@ def test_cross_entropy_hypothesis(shape_axis, dtype, reduction, weight, eps, ign
         x, t, kwargs = make_prob_case(shape, axis, dtype, seed, weight=weight, label_smoothing=eps)
     else:
         ignore_index, fraction = ignore
-        x, t, kwargs = make_index_case(shape, axis, dtype, seed, weight=weight,
-                                       ignore_index=ignore_index, ignore_fraction=fraction,
-                                       label_smoothing=eps)  # fmt: skip
+        x, t, kwargs = make_index_case(
+            shape,
+            axis,
+            dtype,
+            seed,
+            weight=weight,
+            ignore_index=ignore_index,
+            ignore_fraction=fraction,
+            label_smoothing=eps,
+        )
     check_against_torch(x, t, kwargs, reduction)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_class_indices_match_torch_in_own_dtype(dtype):
     # Besides the float64 truth, torch computing in float32 itself agrees at float32 tolerance.
-    x, y, kwargs = make_index_case((40, 17), -1, dtype, seed=3, weight=True,
-                                   ignore_fraction=0.2, label_smoothing=0.1)  # fmt: skip
+    x, y, kwargs = make_index_case(
+        (40, 17), -1, dtype, seed=3, weight=True, ignore_fraction=0.2, label_smoothing=0.1
+    )
     for reduction in ("none", "mean", "sum"):
         out = sx.cross_entropy(x, y, reduction=reduction, **kwargs)
         expected = torch_cross_entropy(x, y, reduction=reduction, out_dtype=dtype, **kwargs)
-        import torch  # local: only this test needs torch's own float32 path
-
         own = torch.nn.functional.cross_entropy(
             torch.from_numpy(x),
             torch.from_numpy(y),
@@ -262,21 +284,30 @@ def test_uint8_target_with_ignore_index_255():
     y[[1, 4]] = 255
     out = sx.cross_entropy(x, y, ignore_index=255, reduction="none")
     assert out[1] == 0 and out[4] == 0
-    assert_close(out, torch_cross_entropy(x, y, ignore_index=255, reduction="none"), np.float32,
-                 scale=logit_scale(x))  # fmt: skip
+    assert_close(
+        out,
+        torch_cross_entropy(x, y, ignore_index=255, reduction="none"),
+        np.float32,
+        scale=logit_scale(x),
+    )
 
 
 # ------------------------------------------------------------------------------ nll_loss
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("options", ["plain", "weight", "ignore-in-range", "ignore-negative",
-                                     "ignore-out-of-range"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options", ["plain", "weight", "ignore-in-range", "ignore-negative", "ignore-out-of-range"]
+)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), SHAPES)
-def test_nll_loss_matches_torch(shape, axis, dtype, options, reduction):
+def test_nll_loss_matches_torch(shape, axis, dtype, options):
     x, y, kwargs = make_index_case(shape, axis, dtype, seed=7, **INDEX_OPTIONS[options])
     kwargs.pop("label_smoothing")
+    for reduction in ("none", "mean", "sum"):
+        _check_nll(x, y, kwargs, reduction, axis, dtype)
+
+
+def _check_nll(x, y, kwargs, reduction, axis, dtype):
     # nll_loss just picks entries: arbitrary numbers, not log-probabilities, are fine.
     out = sx.nll_loss(x, y, reduction=reduction, **kwargs)
     expected = torch_cross_entropy(x, y, reduction=reduction, nll=True, **kwargs)
@@ -285,8 +316,22 @@ def test_nll_loss_matches_torch(shape, axis, dtype, options, reduction):
     # nll_loss(log_softmax(x)) == cross_entropy(x).
     lp = sx.log_softmax(x.astype(np.float64), axis=axis)
     ce = sx.cross_entropy(x.astype(np.float64), y, reduction=reduction, **kwargs)
-    assert_close(sx.nll_loss(lp, y, reduction=reduction, **kwargs), ce, np.float64,
-                 scale=loss_scale(x, kwargs, reduction, num_rows))  # fmt: skip
+    assert_close(
+        sx.nll_loss(lp, y, reduction=reduction, **kwargs),
+        ce,
+        np.float64,
+        scale=loss_scale(x, kwargs, reduction, num_rows),
+    )
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_nll_loss_one_dimensional(reduction):
+    # A (C,) input with a 0-d target (regression: this used to raise in unravel_index).
+    lp = np.array([-0.5, -1.0, -2.0], np.float32)
+    out = sx.nll_loss(lp, np.array(1), reduction=reduction)
+    assert np.asarray(out).shape == () and np.asarray(out).dtype == np.float32
+    assert out == np.float32(1.0)
+    assert out == torch_cross_entropy(lp, np.array(1), axis=0, reduction=reduction, nll=True)
 
 
 def test_nll_loss_empty_and_all_ignored():
@@ -303,7 +348,7 @@ def test_nll_loss_empty_and_all_ignored():
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("eps", [0.0, 0.2])
-def test_indices_equal_one_hot_probabilities(reduction, eps):
+def test_pytorch_107680_indices_equal_one_hot_probabilities(reduction, eps):
     x, y, kwargs = make_index_case((5, 2, 4), 1, np.float64, seed=9, weight=True)
     kwargs["label_smoothing"] = eps
     t = np.moveaxis(sx.one_hot(y, 2, dtype=np.float64), -1, 1)
@@ -317,8 +362,9 @@ def test_indices_equal_one_hot_probabilities(reduction, eps):
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 def test_axis_equals_moveaxis_to_last(axis):
-    x, y, kwargs = make_index_case((3, 4, 5), axis, np.float64, seed=axis + 5, weight=True,
-                                   label_smoothing=0.1)  # fmt: skip
+    x, y, kwargs = make_index_case(
+        (3, 4, 5), axis, np.float64, seed=axis + 5, weight=True, label_smoothing=0.1
+    )
     kwargs.pop("axis")
     moved = np.moveaxis(x, axis, -1)
     for reduction in ("none", "mean"):
@@ -332,8 +378,9 @@ def test_axis_equals_moveaxis_to_last(axis):
 
 @pytest.mark.parametrize("eps", [0.0, 0.3])
 def test_ignored_equals_filtered(eps):
-    x, y, kwargs = make_index_case((12, 5), -1, np.float64, seed=5, weight=True,
-                                   ignore_fraction=0.4, label_smoothing=eps)  # fmt: skip
+    x, y, kwargs = make_index_case(
+        (12, 5), -1, np.float64, seed=5, weight=True, ignore_fraction=0.4, label_smoothing=eps
+    )
     keep = y != -100
     assert 0 < keep.sum() < 12
     for reduction in ("mean", "sum"):
@@ -347,7 +394,7 @@ def test_ignored_equals_filtered(eps):
     np.testing.assert_array_equal(none[~keep], 0)
 
 
-def test_in_range_ignore_index_keeps_class_in_softmax():
+def test_pytorch_63004_in_range_ignore_index_keeps_class_in_softmax():
     # pytorch#63004: samples whose target is the ignored class drop out, the class does not.
     x = np.array([[0.0, 5.0, 0.0], [1.0, 2.0, 3.0]])
     y = np.array([1, 0])
@@ -442,6 +489,11 @@ def test_huge_logits(dtype, eps):
         check_against_torch(x, y, dict(axis=-1, label_smoothing=eps), reduction)
     none = sx.cross_entropy(x, y, reduction="none")
     np.testing.assert_allclose(none, np.array([0.0, 1e30, 2e30, 0.0], dtype), rtol=1e-6)
+    # The gradient is p - onehot: exactly representable here, no overflow to NaN.
+    _loss, grad = sx.cross_entropy_with_grad(x, y, reduction="sum", label_smoothing=eps)
+    _, expected = torch_cross_entropy(x, y, reduction="sum", label_smoothing=eps, with_grad=True)
+    assert np.isfinite(grad).all()
+    assert_close(grad, expected, dtype)
 
 
 @pytest.mark.parametrize("soft", [False, True])
@@ -452,6 +504,12 @@ def test_plus_inf_and_nan_logits(soft):
     assert np.isnan(out[0]) and np.isnan(out[1]) and np.isfinite(out[2])
     check_against_torch(x, t, dict(axis=-1), "none")
     assert np.isnan(sx.cross_entropy(x, t))
+    # Gradient: the +inf and NaN rows are NaN (they are not ignored), the last row is not.
+    for reduction in ("none", "sum"):
+        _, grad = sx.cross_entropy_with_grad(x, t, reduction=reduction)
+        _, expected = torch_cross_entropy(x, t, reduction=reduction, with_grad=True)
+        assert np.isnan(grad[:2]).all() and np.isfinite(grad[2]).all()
+        assert_close(grad, expected, np.float64, scale=3)
 
 
 def test_soft_target_zero_on_minus_inf_is_nan():
@@ -459,13 +517,22 @@ def test_soft_target_zero_on_minus_inf_is_nan():
     t = np.array([[0.5, 0.0, 0.5]])
     assert np.isnan(sx.cross_entropy(x, t))
     assert np.isnan(torch_cross_entropy(x, t))
+    # ... while the gradient stays finite (spec §6.4), as torch's.
+    loss, grad = sx.cross_entropy_with_grad(x, t)
+    _, expected = torch_cross_entropy(x, t, with_grad=True)
+    assert np.isnan(loss) and np.isfinite(grad).all()
+    assert_close(grad, expected, np.float64)
 
 
 def test_label_smoothing_one_is_uniform_target():
-    x, y, kwargs = make_index_case((5, 4), -1, np.float64, seed=6)
+    x, y, _kwargs = make_index_case((5, 4), -1, np.float64, seed=6)
     expected = -sx.log_softmax(x).mean(axis=-1)
-    assert_close(sx.cross_entropy(x, y, label_smoothing=1.0, reduction="none"), expected,
-                 np.float64, scale=10)  # fmt: skip
+    assert_close(
+        sx.cross_entropy(x, y, label_smoothing=1.0, reduction="none"),
+        expected,
+        np.float64,
+        scale=10,
+    )
 
 
 def test_one_dimensional_logits():
@@ -473,8 +540,12 @@ def test_one_dimensional_logits():
     for reduction in ("none", "mean", "sum"):
         out = sx.cross_entropy(x, np.array(2), reduction=reduction)
         assert np.asarray(out).shape == ()
-        assert_close(out, torch_cross_entropy(x, np.array(2), axis=0, reduction=reduction),
-                     np.float32, scale=3)  # fmt: skip
+        assert_close(
+            out,
+            torch_cross_entropy(x, np.array(2), axis=0, reduction=reduction),
+            np.float32,
+            scale=3,
+        )
 
 
 def test_options_are_keyword_only():
@@ -485,3 +556,57 @@ def test_options_are_keyword_only():
         sx.nll_loss(x, y, -1)
     with pytest.raises(TypeError):
         sx.cross_entropy_with_grad(x, y, -1)
+
+
+# ----------------------------------------------------------------------- wide rows (C >= 256)
+
+
+def wide_logits(dtype, num_classes=300, seed=12):
+    """Rows of many classes whose maxima straddle the kernels' shift/no-shift boundary."""
+    r = np.random.default_rng(seed)
+    base = r.standard_normal((8, num_classes))
+    x = np.stack(
+        [
+            base[0] * 3,
+            base[1] * 3 + 60,  # max above 64
+            base[2] * 0.5 + 63.0,  # max close to 64
+            base[3] * 3 - 62,  # all negative
+            base[4] * 0.2 - 64.5,  # max just below -64
+            base[5] * 20,
+            np.where(base[6] > 1, -np.inf, base[6]),  # -inf mask
+            base[7] * 0.01,
+        ]
+    )
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("options", ["plain", "weight", "smoothing", "weight-ignore-smoothing"])
+def test_wide_rows_match_torch(dtype, options):
+    x = wide_logits(dtype)
+    if dtype == np.float16:
+        x = np.where(np.isfinite(x), x, -np.inf).astype(dtype)
+    _, y, kwargs = make_index_case(x.shape, -1, dtype, seed=13, **INDEX_OPTIONS[options])
+    y[6] = np.flatnonzero(np.isfinite(x[6]))[0]  # a finite target in the masked row
+    for reduction in ("none", "mean", "sum"):
+        check_against_torch(x, y, kwargs, reduction)
+        _, grad = sx.cross_entropy_with_grad(x, y, reduction=reduction, **kwargs)
+        _, expected = torch_cross_entropy(x, y, reduction=reduction, with_grad=True, **kwargs)
+        scale = logit_scale(x) * float(np.abs(expected).max())
+        assert_close(grad, expected, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_wide_rows_probabilities_match_torch(dtype, eps):
+    x = wide_logits(dtype)
+    x[6] = np.where(np.isfinite(x[6]), x[6], -30)  # soft targets would make -inf rows NaN
+    t = random_probs(x.shape, -1, dtype, seed=14)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, x.shape[-1]).astype(dtype)
+    kwargs = dict(axis=-1, weight=w, label_smoothing=eps)
+    for reduction in ("none", "mean", "sum"):
+        check_against_torch(x, t, kwargs, reduction)
+        _, grad = sx.cross_entropy_with_grad(x, t, reduction=reduction, **kwargs)
+        _, expected = torch_cross_entropy(x, t, reduction=reduction, with_grad=True, **kwargs)
+        scale = logit_scale(x) * float(np.abs(expected).max())
+        assert_close(grad, expected, dtype, scale=scale)

@@ -19,14 +19,19 @@ def torch_one_hot(target, num_classes=None) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "target",
-    [np.array(2), np.array([1, 2, 0]), np.array([[0, 3], [3, 1], [2, 2]]), np.zeros((2, 1, 3), int)],
+    [
+        np.array(2),
+        np.array([1, 2, 0]),
+        np.array([[0, 3], [3, 1], [2, 2]]),
+        np.zeros((2, 1, 3), int),
+    ],
 )
 @pytest.mark.parametrize("num_classes", [None, 4, 6])
 def test_matches_torch(target, num_classes):
     out = sx.one_hot(target, num_classes)
     expected = torch_one_hot(target, num_classes)
     assert out.dtype == np.float32  # the default
-    assert out.shape == target.shape + (expected.shape[-1],)
+    assert out.shape == (*target.shape, expected.shape[-1])
     np.testing.assert_array_equal(out, expected)
 
 
@@ -40,7 +45,7 @@ def test_matches_torch(target, num_classes):
 def test_matches_torch_hypothesis(shape, num_classes, int_dtype, seed):
     target = np.random.default_rng(seed).integers(0, num_classes, size=shape).astype(int_dtype)
     out = sx.one_hot(target, num_classes)
-    assert out.shape == tuple(shape) + (num_classes,)
+    assert out.shape == (*tuple(shape), num_classes)
     np.testing.assert_array_equal(out, torch_one_hot(target, num_classes))
     if target.size:
         inferred = sx.one_hot(target)
@@ -71,5 +76,5 @@ def test_rows_are_one_hot():
 @pytest.mark.parametrize("shape", [(0,), (2, 0)])
 def test_empty_with_num_classes(shape):
     out = sx.one_hot(np.zeros(shape, np.int64), 3)
-    assert out.shape == shape + (3,)
+    assert out.shape == (*shape, 3)
     assert out.shape == torch_one_hot(np.zeros(shape, np.int64), 3).shape

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import softxent as sx
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
@@ -18,6 +14,10 @@ from conftest import (
     torch_logsumexp,
     torch_softmax,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
 
 inf, nan = np.inf, np.nan
 
@@ -197,7 +197,9 @@ def test_zero_dim_bad_axis(fn, axis):
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize(("shape", "axis"), [((0, 3), -1), ((3, 0), -1), ((0,), 0), ((2, 0, 3), 1)])
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((0, 3), -1), ((3, 0), -1), ((0,), 0), ((2, 0, 3), 1)]
+)
 def test_empty_softmax(shape, axis, dtype):
     x = np.zeros(shape, dtype)
     for log in (False, True):
@@ -248,7 +250,10 @@ def test_softmax_special_values(row, soft, log_soft, dtype):
     with np.errstate(all="ignore"):
         expected_soft = np.array(soft, dtype)
         expected_log = np.array(log_soft, dtype)
-    for fn, expected, log in ((sx.softmax, expected_soft, False), (sx.log_softmax, expected_log, True)):
+    for fn, expected, log in (
+        (sx.softmax, expected_soft, False),
+        (sx.log_softmax, expected_log, True),
+    ):
         out = fn(batch, axis=-1)
         assert_close(out[0], expected, dtype, scale=logit_scale(x))
         assert_close(out[0], torch_softmax(x, 0, log=log), dtype, scale=logit_scale(x))
@@ -292,3 +297,27 @@ def test_logsumexp_special_values(row, expected, dtype):
     assert_close(out[0], torch_logsumexp(x, 0), dtype, scale=logit_scale(x))
     assert_close(out[1], np.array(np.log(x.size), dtype), dtype)
     assert_close(sx.logsumexp(batch.T.copy(), axis=0)[0], expected, dtype, scale=logit_scale(x))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("num_classes", [300, 3001])
+def test_wide_rows_match_torch(dtype, num_classes):
+    # Many classes, maxima on both sides of the kernels' shift/no-shift boundary (|max| 64).
+    r = np.random.default_rng(num_classes)
+    base = r.standard_normal((6, num_classes))
+    x = np.stack(
+        [
+            base[0] * 3,
+            base[1] * 3 + 60,
+            base[2] * 0.5 + 63,
+            base[3] * 3 - 62,
+            base[4] * 0.2 - 64.5,
+            np.where(base[5] > 1, -inf, base[5]),
+        ]
+    ).astype(dtype)
+    scale = logit_scale(x)
+    for log in (False, True):
+        fn = sx.log_softmax if log else sx.softmax
+        assert_close(fn(x), torch_softmax(x, -1, log=log), dtype, scale=scale)
+        assert_close(fn(x.T, axis=0), torch_softmax(x.T, 0, log=log), dtype, scale=scale)
+    assert_close(sx.logsumexp(x), torch_logsumexp(x, -1), dtype, scale=scale)

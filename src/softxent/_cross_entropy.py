@@ -59,15 +59,19 @@ class _Problem:
         return math.prod(self.batch_shape)
 
 
-def _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing):
-    x = as_float_array(logits, "logits")
+def _prepare(
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing, name="logits"
+):
+    x = as_float_array(logits, name)
     if x.ndim == 0:
-        raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
+        raise ValueError(
+            f"{name} must have at least 1 dimension (the class axis), got a 0-d array"
+        )
     axis = normalize_axis(axis, x.ndim)
     num_classes = x.shape[axis]
     if num_classes == 0:
         raise ValueError(
-            f"logits has an empty class axis (axis={axis}, shape {x.shape}); "
+            f"{name} has an empty class axis (axis={axis}, shape {x.shape}); "
             "at least one class is needed"
         )
     reduction = check_reduction(reduction)
@@ -78,13 +82,13 @@ def _prepare(logits, target, axis, weight, ignore_index, reduction, label_smooth
     if t.dtype.kind in "iu":
         if t.shape == x.shape:
             raise TypeError(
-                f"target has the shape of logits {x.shape} but integer dtype {t.dtype}: "
+                f"target has the shape of {name} {x.shape} but integer dtype {t.dtype}: "
                 "probability targets must be floating point; class indices must have "
-                f"shape {batch_shape} (logits without axis {axis})"
+                f"shape {batch_shape} ({name} without axis {axis})"
             )
         if t.shape != batch_shape:
             raise ValueError(
-                f"target of class indices must have shape {batch_shape} (logits {x.shape} "
+                f"target of class indices must have shape {batch_shape} ({name} {x.shape} "
                 f"without axis {axis}), got shape {t.shape}"
             )
         ct = compute_dtype(x.dtype)
@@ -112,10 +116,10 @@ def _prepare(logits, target, axis, weight, ignore_index, reduction, label_smooth
                     f"target has the shape of class indices {batch_shape} but floating "
                     f"dtype {t.dtype}: class indices must be integers (use "
                     "target.astype(int)); probability targets must have the shape of "
-                    f"logits {x.shape}"
+                    f"{name} {x.shape}"
                 )
             raise ValueError(
-                f"target of probabilities must have the shape of logits {x.shape}, "
+                f"target of probabilities must have the shape of {name} {x.shape}, "
                 f"got shape {t.shape}"
             )
         if ignore_index >= 0:
@@ -477,7 +481,7 @@ def nll_loss(
             f"target of nll_loss must hold integer class indices, got dtype "
             f"{np.asarray(target).dtype}"
         )
-    p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0)
+    p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0, name="log_probs")
     moved = np.moveaxis(p.x, p.axis, -1)
     rows = np.unravel_index(np.arange(p.num_rows), p.batch_shape) if p.batch_shape else ()
     picked = moved[(*rows, p.y)].astype(p.ct)  # (rows,) lp[n, y_n]
