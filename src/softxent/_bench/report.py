@@ -1,0 +1,67 @@
+"""The benchmark's results as JSON (the schema is documented in ``docs/bench.md``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+
+from softxent._bench.runner import Report
+
+SCHEMA = "softxent-bench/1"
+
+
+def to_json(report: Report) -> dict:
+    """A JSON-ready dict of ``report``: times in seconds, memory in bytes, shapes as lists."""
+    return {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": report.machine,
+        "versions": report.versions,
+        "threads": report.threads,
+        "repeat": report.repeat,
+        "warmup": report.warmup,
+        "peers": report.peers,
+        "skipped": report.skipped,
+        "floors": [
+            {"shape": list(f.shape), "dtype": f.dtype, "read_s": f.read, "copy_s": f.copy}
+            for f in report.floors
+        ],
+        "rows": [
+            {
+                "op": r.op,
+                "shape": list(r.shape),
+                "dtype": r.dtype,
+                "floor": r.floor,
+                "floor_s": r.floor_seconds,
+                "times_s": r.times,
+                "ratios": r.ratios,
+                "floor_ratio": r.floor_ratio,
+                "memory_bytes": r.memory,
+                "errors": r.errors,
+            }
+            for r in report.rows
+        ],
+    }
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then rename: never a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(report: Report, path: str) -> None:
+    text = json.dumps(to_json(report), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, text.encode())

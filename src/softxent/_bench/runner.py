@@ -1,0 +1,226 @@
+"""Run the cases: softxent and every peer side by side, in one process, same inputs.
+
+For each (shape, dtype) the logits are made once and the two bandwidth floors measured on
+them; then every case of that group times softxent and each peer that implements it, and
+measures the peak extra memory of the NumPy-based implementations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import softxent as sx
+from softxent._bench.peers import Peer
+from softxent._bench.suites import (
+    Case,
+    Timed,
+    floor_calls,
+    make_inputs,
+    make_logits,
+    softxent_call,
+)
+from softxent._bench.timing import median_seconds, peak_extra_bytes
+
+SOFTXENT = "softxent"
+
+
+@dataclass
+class Floor:
+    """The bandwidth floors of one (shape, dtype): one read pass and one copy pass."""
+
+    shape: tuple[int, int]
+    dtype: str
+    read: float  # seconds, x.sum()
+    copy: float  # seconds, numpy.copyto(buf, x)
+
+
+@dataclass
+class Row:
+    """The results of one case. ``times`` and ``memory`` are keyed by implementation."""
+
+    op: str
+    shape: tuple[int, int]
+    dtype: str
+    floor: str | None  # "read", "copy" or None
+    floor_seconds: float | None
+    times: dict[str, float] = field(default_factory=dict)  # median seconds
+    memory: dict[str, int | None] = field(default_factory=dict)  # peak extra bytes
+    errors: dict[str, str] = field(default_factory=dict)  # implementation -> what failed
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """``peer time / softxent time`` per peer: above 1 means softxent is faster."""
+        base = self.times.get(SOFTXENT)
+        if not base:
+            return {}
+        return {k: t / base for k, t in self.times.items() if k != SOFTXENT}
+
+    @property
+    def floor_ratio(self) -> float | None:
+        """``softxent time / floor time``: 1 would be running at the bandwidth limit."""
+        base = self.times.get(SOFTXENT)
+        if base is None or not self.floor_seconds:
+            return None
+        return base / self.floor_seconds
+
+
+@dataclass
+class Report:
+    """Everything one run measured, plus what is needed to reproduce and judge it."""
+
+    threads: int
+    repeat: int
+    warmup: int
+    machine: dict[str, object]
+    versions: dict[str, str]
+    peers: list[str]
+    skipped: dict[str, str]
+    floors: list[Floor]
+    rows: list[Row]
+
+
+def machine_info() -> dict[str, object]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        usable = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+    }
+
+
+def count_jobs(cases: Sequence[Case], peers: Sequence[Peer]) -> int:
+    """How many measurements :func:`run_cases` makes (for the progress bar)."""
+    groups = {(c.shape, c.dtype) for c in cases if not c.op.demo}
+    impls = sum(1 + sum(c.op.kernel in p.ops for p in peers) for c in cases)
+    return 2 * len(groups) + impls
+
+
+def _describe(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _measure(timed: Timed, inputs: list[np.ndarray], *, repeat: int, memory: bool) -> tuple:
+    seconds = median_seconds(timed.fn, repeat=repeat, setup=timed.setup)
+    extra = None
+    if memory:
+        extra = peak_extra_bytes(timed.fn, inputs=[*inputs, *timed.buffers], setup=timed.setup)
+    return seconds, extra
+
+
+def run_cases(
+    cases: Sequence[Case],
+    peers: Sequence[Peer],
+    *,
+    repeat: int,
+    threads: int,
+    progress: Callable[[int], object] = lambda n: None,
+) -> tuple[list[Floor], list[Row]]:
+    """Measure every case with softxent and the peers that implement it.
+
+    A failure of one implementation (a dtype a peer does not support, say) is recorded in
+    the row's ``errors`` and the run goes on.
+    """
+    floors: list[Floor] = []
+    rows: list[Row] = []
+    previous_threads = sx.get_num_threads()
+    with contextlib.ExitStack() as stack:
+        sx.set_num_threads(threads)
+        stack.callback(sx.set_num_threads, previous_threads)
+        for peer in peers:
+            stack.enter_context(peer.threads(threads))
+        # The note's NumPy overflows in exp (float16 especially); that is its result.
+        stack.enter_context(np.errstate(all="ignore"))
+
+        groups: dict[tuple, list[Case]] = {}
+        for case in cases:
+            groups.setdefault((case.shape, case.dtype, case.op.demo), []).append(case)
+        for (shape, dtype, demo), group in groups.items():
+            x, y = make_logits(shape, dtype)
+            floor = None
+            if not demo:
+                calls = floor_calls(x)
+                read = median_seconds(calls["read"].fn, repeat=repeat)
+                progress(1)
+                copy = median_seconds(calls["copy"].fn, repeat=repeat)
+                progress(1)
+                del calls  # the copy buffer
+                floor = Floor(shape, dtype, read=read, copy=copy)
+                floors.append(floor)
+            for case in group:
+                rows.append(_run_case(case, x, y, floor, peers, repeat=repeat, progress=progress))
+            del x, y
+    return floors, rows
+
+
+def _run_case(
+    case: Case,
+    x: np.ndarray,
+    y: np.ndarray,
+    floor: Floor | None,
+    peers: Sequence[Peer],
+    *,
+    repeat: int,
+    progress: Callable[[int], object],
+) -> Row:
+    op = case.op
+    floor_seconds = getattr(floor, op.floor) if floor is not None and op.floor else None
+    row = Row(op.name, case.shape, case.dtype, op.floor, floor_seconds)
+    inputs = make_inputs(op, x, y)
+    impls: list[tuple[str, Callable[[], Timed], bool]] = [
+        (SOFTXENT, lambda: softxent_call(op, inputs), True)
+    ]
+    impls += [
+        (p.name, lambda p=p: p.call(op, inputs), p.measures_memory)
+        for p in peers
+        if op.kernel in p.ops
+    ]
+    for name, make, memory in impls:
+        try:
+            seconds, extra = _measure(make(), inputs.arrays(), repeat=repeat, memory=memory)
+        except Exception as error:  # one implementation failing must not stop the others
+            row.errors[name] = _describe(error)
+        else:
+            row.times[name] = seconds
+            row.memory[name] = extra
+        progress(1)
+    return row
+
+
+def run_bench(
+    cases: Sequence[Case],
+    peers: Sequence[Peer],
+    skipped: dict[str, str],
+    *,
+    repeat: int,
+    threads: int,
+    progress: Callable[[int], object] = lambda n: None,
+) -> Report:
+    """Run ``cases`` (see :func:`run_cases`) and wrap the results with the run's context."""
+    floors, rows = run_cases(cases, peers, repeat=repeat, threads=threads, progress=progress)
+    versions = {SOFTXENT: sx.__version__, "numpy": np.__version__}
+    versions.update({p.name: p.version for p in peers if p.name != "numpy"})
+    return Report(
+        threads=threads,
+        repeat=repeat,
+        warmup=1,
+        machine=machine_info(),
+        versions=versions,
+        peers=[p.name for p in peers],
+        skipped=dict(skipped),
+        floors=floors,
+        rows=rows,
+    )

@@ -1,0 +1,220 @@
+"""What the benchmark measures: the operations, their inputs, and softxent's calls.
+
+An operation is a name (what ``--ops`` takes), the kind of bandwidth floor it is compared
+with, and how its inputs are made. A *case* is one operation at one shape and dtype. Peers
+(:mod:`softxent._bench.peers`) implement the same operation names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import softxent as sx
+
+# The study note's example (3 samples, 3 classes, float32), timed per call in microseconds.
+DEMO_LOGITS = [[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]]
+DEMO_TARGETS = [1, 2, 0]
+DEMO_SHAPE = (3, 3)
+DEMO_DTYPE = "float32"
+
+# The options of the "cross_entropy_options" case.
+LABEL_SMOOTHING = 0.1
+IGNORE_INDEX = -100
+IGNORED_FRACTION = 0.1  # one sample in ten has the ignored label
+
+
+@dataclass(frozen=True)
+class Op:
+    """One benchmarked operation.
+
+    ``floor`` is ``"read"`` for operations that only read the logits (one ``x.sum()``
+    pass is their lower bound), ``"copy"`` for those that also write a logits-sized output
+    (one ``numpy.copyto`` pass), and None for the tiny demo cases where bandwidth is
+    irrelevant.
+    """
+
+    name: str
+    floor: str | None
+    help: str
+    grad: bool = False  # peers time forward + backward
+    probs: bool = False  # probability targets instead of class indices
+    options: bool = False  # weight + ignore_index + label_smoothing
+    in_place: bool = False  # the gradient overwrites the logits (out=logits)
+    demo: bool = False  # the fixed 3x3 example, not --shape / --dtype
+
+    @property
+    def kernel(self) -> str:
+        """The operation peers implement (the demo cases reuse the full-size ones)."""
+        return self.name.removeprefix("demo_")
+
+
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in [
+        Op("cross_entropy", "read", "loss, class-index targets"),
+        Op("cross_entropy_with_grad", "copy", "loss and gradient", grad=True),
+        Op(
+            "cross_entropy_options",
+            "read",
+            "loss with weight, ignore_index and label_smoothing",
+            options=True,
+        ),
+        Op("cross_entropy_probs", "read", "loss, probability targets", probs=True),
+        Op("softmax", "copy", "softmax over the classes"),
+        Op("log_softmax", "copy", "log-softmax over the classes"),
+        Op("logsumexp", "read", "log-sum-exp over the classes"),
+        Op(
+            "cross_entropy_with_grad_out",
+            "copy",
+            "loss and gradient written over the logits (out=logits)",
+            grad=True,
+            in_place=True,
+        ),
+        Op("demo_cross_entropy", None, "loss on the 3x3 demo example", demo=True),
+        Op(
+            "demo_cross_entropy_with_grad",
+            None,
+            "loss and gradient on the 3x3 demo example",
+            grad=True,
+            demo=True,
+        ),
+    ]
+}
+
+DTYPES = ("float16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One operation at one shape and dtype: one row of the table."""
+
+    op: Op
+    shape: tuple[int, int]
+    dtype: str
+
+
+def build_cases(
+    ops: Sequence[str], shapes: Sequence[tuple[int, int]], dtypes: Sequence[str]
+) -> list[Case]:
+    """Every selected operation at every shape and dtype; the demo cases once each.
+
+    Cases are grouped by (shape, dtype) so that one set of inputs serves a whole group.
+    """
+    cases = []
+    for shape in shapes:
+        for dtype in dtypes:
+            cases += [Case(OPS[n], shape, dtype) for n in ops if not OPS[n].demo]
+    cases += [Case(OPS[n], DEMO_SHAPE, DEMO_DTYPE) for n in ops if OPS[n].demo]
+    return cases
+
+
+@dataclass
+class Inputs:
+    """The arrays of one case (NumPy; peers convert them to their own types, untimed)."""
+
+    x: np.ndarray  # (N, C) logits
+    y: np.ndarray  # (N,) int64 class indices (IGNORE_INDEX in some rows for "options")
+    probs: np.ndarray | None = None  # (N, C) target probabilities, rows sum to 1
+    weight: np.ndarray | None = None  # (C,) class weights
+    ignore_index: int = IGNORE_INDEX
+    label_smoothing: float = 0.0
+
+    def arrays(self) -> list[np.ndarray]:
+        return [a for a in (self.x, self.y, self.probs, self.weight) if a is not None]
+
+
+def make_logits(
+    shape: tuple[int, int], dtype: str, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded logits ``(N, C)`` and class indices ``(N,)``; the demo's numbers for 3x3."""
+    if shape == DEMO_SHAPE:
+        return np.array(DEMO_LOGITS, dtype=dtype), np.array(DEMO_TARGETS, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    n, c = shape
+    x = np.empty(shape, dtype=dtype)
+    # Generated in row chunks: a float64 temporary of the full (4096, 32000) would be 1 GB.
+    step = max(1, (1 << 24) // max(c, 1))
+    for start in range(0, n, step):
+        x[start : start + step] = rng.standard_normal((min(step, n - start), c)) * 2.0
+    y = rng.integers(0, c, size=n, dtype=np.int64)
+    return x, y
+
+
+def make_inputs(op: Op, x: np.ndarray, y: np.ndarray, *, seed: int = 1) -> Inputs:
+    """The inputs of ``op`` built around shared logits ``x`` and class indices ``y``."""
+    rng = np.random.default_rng(seed)
+    if op.probs:
+        probs = rng.random(x.shape, dtype=np.float32).astype(x.dtype)  # (N, C)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        return Inputs(x, y, probs=probs)
+    if op.options:
+        y = y.copy()
+        y[rng.random(y.shape) < IGNORED_FRACTION] = IGNORE_INDEX
+        weight = rng.uniform(0.5, 2.0, size=x.shape[-1]).astype(x.dtype)  # (C,)
+        return Inputs(x, y, weight=weight, label_smoothing=LABEL_SMOOTHING)
+    return Inputs(x, y)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A zero-argument call to time, with an untimed ``setup`` run before each call."""
+
+    fn: Callable[[], object]
+    setup: Callable[[], object] | None = None
+    buffers: tuple[np.ndarray, ...] = ()  # preallocated arrays the call writes into
+
+
+def softxent_call(op: Op, inputs: Inputs) -> Timed:
+    """softxent's implementation of ``op`` on ``inputs`` (public API only)."""
+    x, y = inputs.x, inputs.y
+    name = op.kernel
+    if name == "cross_entropy":
+        return Timed(lambda: sx.cross_entropy(x, y))
+    if name == "cross_entropy_with_grad":
+        return Timed(lambda: sx.cross_entropy_with_grad(x, y))
+    if name == "cross_entropy_with_grad_out":
+        # The call overwrites its logits with the gradient: restore them before each call.
+        work = np.empty_like(x)
+        return Timed(
+            lambda: sx.cross_entropy_with_grad(work, y, out=work),
+            setup=lambda: np.copyto(work, x),
+            buffers=(work,),
+        )
+    if name == "cross_entropy_options":
+        return Timed(
+            lambda: sx.cross_entropy(
+                x,
+                y,
+                weight=inputs.weight,
+                ignore_index=inputs.ignore_index,
+                label_smoothing=inputs.label_smoothing,
+            )
+        )
+    if name == "cross_entropy_probs":
+        return Timed(lambda: sx.cross_entropy(x, inputs.probs))
+    if name == "softmax":
+        return Timed(lambda: sx.softmax(x))
+    if name == "log_softmax":
+        return Timed(lambda: sx.log_softmax(x))
+    if name == "logsumexp":
+        return Timed(lambda: sx.logsumexp(x))
+    raise AssertionError(f"no softxent call for {op.name!r}")  # OPS and this list agree
+
+
+def floor_calls(x: np.ndarray) -> dict[str, Timed]:
+    """The bandwidth floors for logits ``x``: one read pass and one copy pass.
+
+    NumPy's float16 sum converts every element and is compute-bound, so the read pass of a
+    float16 array sums the same bytes viewed as float32 (the values do not matter).
+    """
+    flat = x.reshape(-1)
+    if x.dtype == np.float16 and flat.size % 2 == 0:
+        flat = flat.view(np.float32)
+    buf = np.empty_like(x)
+    return {
+        "read": Timed(lambda: flat.sum()),
+        "copy": Timed(lambda: np.copyto(buf, x)),
+    }

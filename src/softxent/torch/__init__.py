@@ -1,0 +1,27 @@
+"""softxent for PyTorch: fused cross-entropy and chunked linear cross-entropy.
+
+Needs the ``torch`` extra (``pip install softxent[torch]``). Drop-ins for
+``torch.nn.functional.cross_entropy`` / ``torch.nn.CrossEntropyLoss`` and
+``torch.nn.functional.linear_cross_entropy`` / ``torch.nn.LinearCrossEntropyLoss`` with
+torch's numbers and gradients, plus ``z_loss`` and ``softcap``; the gradient is computed in
+the forward and the ``(N, V)`` logits of the output layer are never materialised. CPU
+tensors run softxent's NumPy kernels zero-copy; other devices a pure-torch path with no
+host synchronisation. See ``docs/torch.md``.
+"""
+
+from softxent.torch._cross_entropy import cross_entropy
+from softxent.torch._linear_cross_entropy import (
+    CHUNK_BYTES,
+    default_chunk_size,
+    linear_cross_entropy,
+)
+from softxent.torch._modules import CrossEntropyLoss, LinearCrossEntropyLoss
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
+    "cross_entropy",
+    "default_chunk_size",
+    "linear_cross_entropy",
+]

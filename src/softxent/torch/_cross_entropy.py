@@ -1,0 +1,333 @@
+"""``cross_entropy``: torch's ``F.cross_entropy`` with the gradient fused into the forward.
+
+The forward computes the loss and ``d loss / d input`` in one pass (for an upstream
+gradient of 1, or of 1 per element for ``reduction='none'``) and saves that gradient as
+the only logits-sized tensor; ``backward`` just scales it by the upstream gradient. On CPU
+the pass runs in softxent's NumPy kernels, zero-copy (``Tensor.numpy()`` shares memory);
+elsewhere (and for bfloat16, z-loss and softcap) it is the pure-torch kernel of
+:mod:`softxent.torch._rows`, which never synchronises with the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+import softxent as _sx
+from softxent.torch._options import LossOptions, make_options
+from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._validation import (
+    check_class_weight,
+    check_float_tensor,
+    check_grad_free,
+    check_target,
+    check_values_on_cpu,
+    compute_dtype,
+)
+
+__all__ = ["cross_entropy"]
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+BACKENDS = ("auto", "numpy", "torch")
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    r"""Cross-entropy between logits and targets: ``torch.nn.functional.cross_entropy``,
+    with its gradient computed in the forward, plus z-loss and logit soft-capping.
+
+    For class indices :math:`y_n`, class weights :math:`w`, smoothing :math:`\varepsilon`
+    and :math:`\mathrm{lse}_n = \log\sum_c e^{x_{n,c}}`:
+
+    .. math::
+
+        \ell_n = (1-\varepsilon)\, w_{y_n} (\mathrm{lse}_n - x_{n,y_n})
+            + \frac{\varepsilon}{C}\sum_c w_c (\mathrm{lse}_n - x_{n,c})
+            + z\,\mathrm{lse}_n^2
+
+    (0 for ignored samples); ``'mean'`` is :math:`\sum_n \ell_n / \sum_n w_{y_n}` over the
+    non-ignored samples. For probability targets :math:`t`,
+    :math:`\ell_n = -\sum_c w_c q_{n,c} \log\mathrm{softmax}(x)_{n,c} + z\,\mathrm{lse}_n^2`
+    with :math:`q = (1-\varepsilon)t + \varepsilon/C`, and ``'mean'`` divides by the number
+    of samples. With ``softcap=s`` the logits are first replaced by :math:`s\tanh(x/s)`.
+
+    Parameters
+    ----------
+    input : Tensor, float16, bfloat16, float32 or float64
+        Logits of shape (C,), (N, C) or (N, C, d1, ..., dk): classes on dim 1 (dim 0 for
+        1-D input), as in torch.
+    target : Tensor
+        Class indices (any integer dtype) of the input's shape without the class dim, or
+        probabilities (floating) of the input's shape.
+    weight : Tensor (C,), optional
+        Non-negative rescaling weight per class (not differentiated).
+    ignore_index : int
+        Samples whose target equals it are left out (class indices only). Default -100.
+    reduction : {'mean', 'sum', 'none'}
+    label_smoothing : float in [0, 1]
+    z_loss : float >= 0, keyword-only
+        Adds ``z_loss * lse**2`` to each non-ignored sample's loss (PaLM's auxiliary loss),
+        before the reduction (so ``'mean'`` divides it by the same denominator).
+    softcap : float > 0, optional, keyword-only
+        Caps the logits to ``softcap * tanh(input / softcap)`` first (Gemma 2).
+    inplace_backward : bool, keyword-only
+        Write the gradient into the input's storage: no logits-sized allocation at all, but
+        the input is **consumed** (after the call it holds the gradient, not the logits).
+        Only for an intermediate result (e.g. the output of the last ``Linear``), never a
+        leaf tensor; another op that saved the input for its own backward then raises
+        torch's "modified by an inplace operation" error.
+
+    Returns
+    -------
+    Tensor
+        Shape of the target (indices) / of the input without the class dim for
+        ``'none'``, else a scalar. dtype of the input (class indices) or torch's promotion
+        of input, target and weight (probabilities).
+
+    Raises
+    ------
+    TypeError
+        Non-floating input or weight, integer probability targets, floating class indices.
+    ValueError
+        Shapes that do not match, bad option values, a weight or a probability target
+        that requires grad, ``inplace_backward=True`` on a leaf that requires grad, and, on
+        CPU, a class index outside ``[0, C)`` that is not ``ignore_index`` or a negative or
+        non-finite class weight.
+
+    Notes
+    -----
+    Exactly ``torch.nn.functional.cross_entropy(input, target, weight, ignore_index=...,
+    reduction=..., label_smoothing=...)`` for ``z_loss=0, softcap=None``, computed in
+    float32 for half inputs. Differences from torch: an ignored sample's gradient row is 0
+    even when its logits are NaN or infinite (torch: NaN); ``label_smoothing`` outside
+    [0, 1] or NaN raises (torch silently ignores negative values and NaN); out-of-range
+    class indices raise ``ValueError`` on CPU (torch: ``IndexError``) and, off CPU, give a
+    NaN loss, because checking them there would synchronise with the host.
+
+    Memory: the saved gradient is the only logits-sized tensor kept between forward and
+    backward (none with ``inplace_backward``). ``backward`` scales it in place unless the
+    graph is retained (``retain_graph=True``), so a second backward is still correct.
+    Double backward (``create_graph=True``) is not supported and raises.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import cross_entropy
+    >>> pred = torch.tensor([[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]],
+    ...                     requires_grad=True)
+    >>> loss = cross_entropy(pred, torch.tensor([1, 2, 0]))
+    >>> round(loss.item(), 6)
+    1.041377
+    >>> loss.backward()
+    >>> pred.grad[0]  # (softmax - one_hot) / 3
+    tensor([ 0.1183, -0.2365,  0.1183])
+    """
+    options = make_options(
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        inplace_backward=inplace_backward,
+    )
+    return _cross_entropy(input, target, weight, options)
+
+
+def _cross_entropy(
+    input: Any, target: Any, weight: Any, options: LossOptions, backend: str = "auto"
+) -> torch.Tensor:
+    """:func:`cross_entropy` with validated options; ``backend`` forces a path (tests).
+
+    ``backend``: ``'auto'`` (NumPy kernels for CPU tensors they support, else torch),
+    ``'numpy'`` (raise if unsupported) or ``'torch'`` (the generic path, any device).
+    """
+    input = check_float_tensor(input, "input")
+    class_dim = 0 if input.ndim == 1 else 1
+    num_classes = input.shape[class_dim]
+    if num_classes == 0:
+        raise ValueError(
+            f"input has no classes (dim {class_dim} of shape {tuple(input.shape)} is 0)"
+        )
+    prob = check_target(target, tuple(input.shape), class_dim, options.ignore_index, input.device)
+    weight = check_class_weight(weight, num_classes, input.device)
+    check_grad_free(weight, "weight")
+    check_grad_free(target if prob else None, "target")
+    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    needs_grad = torch.is_grad_enabled() and input.requires_grad
+    if not needs_grad:  # no_grad / inference_mode / constant input: forward only
+        return _forward(input, target, weight, options, prob, use_numpy, need_grad=False)[0]
+    if options.inplace_backward and input.is_leaf:
+        raise ValueError(
+            "inplace_backward=True overwrites the input with its gradient, so the input "
+            "must be an intermediate result, not a leaf tensor that requires grad "
+            f"(shape {tuple(input.shape)}); use inplace_backward=False"
+        )
+    return _CrossEntropyFunction.apply(input, target, weight, options, (prob, use_numpy))
+
+
+def _choose_numpy(backend: str, options: LossOptions, input: torch.Tensor, target, weight) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    tensors = [input, target] + ([weight] if weight is not None else [])
+    supported = (
+        options.numpy_compatible
+        and all(t.device.type == "cpu" for t in tensors)
+        and input.dtype in _NUMPY_DTYPES
+        and all(t.dtype != torch.bfloat16 for t in tensors)
+    )
+    if backend == "numpy" and not supported:
+        raise ValueError(
+            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
+        )
+    return supported and backend != "torch"
+
+
+def _forward(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: LossOptions,
+    prob: bool,
+    use_numpy: bool,
+    *,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The loss and (if ``need_grad``) d(loss)/d(input) for an upstream gradient of 1."""
+    if use_numpy:
+        return _forward_numpy(input, target, weight, options, need_grad)
+    return _forward_torch(input, target, weight, options, prob, need_grad)
+
+
+def _forward_numpy(input, target, weight, options, need_grad):
+    # Zero-copy: .numpy() of a CPU tensor shares its memory.
+    x = input.detach().numpy()
+    kwargs = dict(
+        axis=0 if input.ndim == 1 else 1,
+        weight=None if weight is None else weight.detach().numpy(),
+        ignore_index=options.ignore_index,
+        reduction=options.reduction,
+        label_smoothing=options.label_smoothing,
+    )
+    t = target.detach().numpy()
+    if not need_grad:
+        return _loss_tensor(_sx.cross_entropy(x, t, **kwargs)), None
+    inplace = options.inplace_backward
+    loss, grad = _sx.cross_entropy_with_grad(x, t, out=x if inplace else None, **kwargs)
+    if inplace:
+        # NumPy wrote into the input behind torch's back: bump its version counter so that
+        # any other op that saved the input notices (torch's in-place check).
+        torch.autograd.graph.increment_version(input)
+        return _loss_tensor(loss), input.detach()
+    return _loss_tensor(loss), torch.from_numpy(grad)
+
+
+def _loss_tensor(loss) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(loss))  # a NumPy scalar becomes a 0-d tensor
+
+
+def _forward_torch(input, target, weight, options, prob, need_grad):
+    class_dim = 0 if input.ndim == 1 else 1
+    num_classes = input.shape[class_dim]
+    if prob:
+        out_dtype = torch.promote_types(input.dtype, target.dtype)
+        if weight is not None:
+            out_dtype = torch.promote_types(out_dtype, weight.dtype)
+    else:
+        out_dtype = input.dtype
+    ct = compute_dtype(out_dtype)
+    moved = input.detach().movedim(class_dim, -1)  # (..., C), a view
+    batch_shape = tuple(moved.shape[:-1])
+    x = moved.reshape(-1, num_classes).to(ct)  # (R, C); a copy only when needed
+    rows = x.shape[0]
+    w = None if weight is None else weight.detach().to(ct)
+    if prob:
+        t = target.detach().movedim(class_dim, -1).reshape(-1, num_classes).to(ct)  # (R, C)
+        denominator: Any = float(rows)
+    else:
+        t = target.reshape(-1).long()  # (R,)
+        if input.device.type == "cpu":
+            check_values_on_cpu(t, w, num_classes, options.ignore_index)
+        denominator = index_denominator(t, w, options.ignore_index, ct)
+    scale: Any = None
+    if need_grad:
+        if options.reduction != "mean":
+            scale = 1.0
+        elif prob:
+            scale = 1.0 / rows if rows else float("nan")
+        else:
+            scale = 1.0 / denominator
+    loss_rows, grad_rows = rows_cross_entropy(
+        x,
+        t,
+        w,
+        ignore_index=options.ignore_index,
+        label_smoothing=options.label_smoothing,
+        z_loss=options.z_loss,
+        softcap=options.softcap,
+        grad_scale=scale,
+    )
+    loss = reduce_rows(loss_rows, options.reduction, denominator, out_dtype, batch_shape)
+    if grad_rows is None:
+        return loss, None
+    grad = grad_rows.reshape(moved.shape).movedim(-1, class_dim)  # input's layout
+    if options.inplace_backward:
+        input.detach().copy_(grad)  # (bumps the shared version counter)
+        return loss, input.detach()
+    return loss, grad.to(input.dtype)
+
+
+def _keep_graph() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph=True``).
+
+    Unknown (no such hook in this torch) counts as kept: the out-of-place product is
+    always correct, only one gradient-sized allocation dearer.
+    """
+    getter = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if getter is None else bool(getter())
+
+
+def _refuse_double_backward(name: str) -> None:
+    # Grad mode is on inside backward only under create_graph=True. The saved gradient is
+    # a constant to autograd, so a second derivative would silently be wrong: refuse it.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"softxent.torch.{name} does not support double backward "
+            "(create_graph=True): its gradient is precomputed in the forward; use "
+            "torch.nn.functional for higher-order derivatives"
+        )
+
+
+class _CrossEntropyFunction(torch.autograd.Function):
+    """Forward: loss and gradient in one pass; backward: scale the saved gradient."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, options: LossOptions, path: tuple[bool, bool]):
+        prob, use_numpy = path
+        loss, grad = _forward(input, target, weight, options, prob, use_numpy, need_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.per_sample = options.reduction == "none" and input.ndim > 1
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        _refuse_double_backward("cross_entropy")
+        (grad,) = ctx.saved_tensors
+        g = grad_output.to(grad.dtype)
+        if ctx.per_sample:
+            g = g.unsqueeze(1)  # (N, 1, d1, ...) against the gradient's (N, C, d1, ...)
+        # Scaling in place frees the saved gradient's memory for input.grad; when the
+        # graph is kept for another backward it must stay intact.
+        grad_input = grad * g if _keep_graph() else grad.mul_(g)
+        return grad_input, None, None, None, None

@@ -1,0 +1,404 @@
+"""``linear_cross_entropy``: the output layer and the cross-entropy fused and chunked.
+
+``loss = cross_entropy(input @ linear_weight.T + linear_bias, target)`` without ever
+holding the ``(N, V)`` logits: the tokens go through in chunks of ``chunk_size`` rows.
+Per chunk ``[i, j)``::
+
+    logits   = input[i:j] @ linear_weight.T + linear_bias   # (c, V)
+    d_logits = gradient of the chunk's losses                # (c, V), same pass
+    d_input[i:j]   = d_logits @ linear_weight                # (c, D)
+    d_weight      += d_logits.T @ input[i:j]                 # (V, D), float32 for half
+    d_bias        += d_logits.sum(0)                         # (V,)
+
+For ``'mean'``/``'sum'`` this runs in the forward (with an upstream gradient of 1) and
+the three gradients (input-, weight- and bias-sized, never logits-sized) are saved;
+``backward`` scales them. For ``'none'`` each token's upstream gradient is needed inside
+the sum over tokens that makes ``d_weight``, so the forward computes only the loss, saves
+the inputs, and ``backward`` runs the chunks again with the real upstream gradient (one
+extra logits matmul per chunk).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import softxent as _sx
+from softxent._linear_cross_entropy import CHUNK_BYTES
+from softxent.torch._cross_entropy import _keep_graph, _refuse_double_backward
+from softxent.torch._options import LossOptions, make_options
+from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._validation import (
+    check_class_weight,
+    check_float_tensor,
+    check_grad_free,
+    check_target,
+    check_values_on_cpu,
+    compute_dtype,
+)
+
+__all__ = ["CHUNK_BYTES", "default_chunk_size", "linear_cross_entropy"]
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+_BACKENDS = ("auto", "numpy", "torch")
+
+
+def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> int:
+    """Rows per chunk by default: as many as keep one chunk's logits within
+    :data:`CHUNK_BYTES` (32 MiB) in the compute dtype (float32 for half inputs).
+
+    >>> default_chunk_size(32000)  # 32 MiB / (32000 classes * 4 bytes)
+    262
+    """
+    itemsize = torch.empty((), dtype=compute_dtype(dtype)).element_size()
+    return max(1, CHUNK_BYTES // (num_classes * itemsize))
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""Cross-entropy of a linear layer's output without materialising the logits:
+    ``torch.nn.functional.linear_cross_entropy`` plus z-loss, softcap and chunk control.
+
+    .. math::
+
+        L = \mathrm{CE}\big(X W^\top + b,\; y\big)
+
+    with :math:`\mathrm{CE}` exactly :func:`softxent.torch.cross_entropy` (classes last),
+    computed ``chunk_size`` tokens at a time.
+
+    Parameters
+    ----------
+    input : Tensor (N, D) or (..., D), float16, bfloat16, float32 or float64
+        The layer's input, one row per token (leading dims are flattened into N).
+    linear_weight : Tensor (V, D), input's dtype
+        The layer's weight, in ``torch.nn.Linear`` layout.
+    target : Tensor
+        Class indices (integer) of shape (N,) (or the input's leading shape), or
+        probabilities (floating) of shape (N, V) (or ``(..., V)``).
+    linear_bias : Tensor (V,), input's dtype, optional
+    weight : Tensor (V,), optional
+        Non-negative rescaling weight per class (not differentiated).
+    reduction : {'mean', 'sum', 'none'}
+    ignore_index : int or None
+        Tokens whose target equals it are left out. None means -100, as in torch.
+    label_smoothing : float in [0, 1]
+    z_loss : float >= 0
+        Adds ``z_loss * lse**2`` per non-ignored token (see :func:`cross_entropy`).
+    softcap : float > 0, optional
+        Logits become ``softcap * tanh(logits / softcap)`` first.
+    chunk_size : int, optional
+        Tokens per chunk. Default :func:`default_chunk_size`: a chunk's logits take at most
+        :data:`CHUNK_BYTES` = 32 MiB in the compute dtype.
+
+    Returns
+    -------
+    Tensor
+        Scalar, or the per-token losses (the input's leading shape) for ``'none'``.
+
+    Raises
+    ------
+    TypeError
+        Non-floating tensors, mixed layer dtypes, integer probabilities.
+    ValueError
+        Mismatched shapes or devices, bad options, a class weight or probability target
+        that requires grad, and (CPU only) out-of-range class indices.
+
+    Notes
+    -----
+    The exact torch equivalent (up to rounding; torch 2.13 has no ``z_loss``/``softcap``)::
+
+        F.cross_entropy(F.linear(input, linear_weight, linear_bias), target,
+                        weight=weight, ignore_index=ignore_index, reduction=reduction,
+                        label_smoothing=label_smoothing)
+
+    Memory rule: the largest temporaries are one chunk's logits and its gradient, a few
+    ``(chunk_size, V)`` arrays of the compute dtype. Example: V = 32000 float32 classes,
+    D = 512, N = 4096 tokens: the default chunk is 32 MiB / (32000 * 4 B) = 262 tokens
+    (16 chunks), so the working set is a few times 32 MiB instead of the 500 MiB of
+    logits plus 500 MiB of their gradient. For ``'mean'``/``'sum'`` the forward saves the
+    three gradients (the sizes of input, linear_weight and linear_bias); for ``'none'`` it
+    saves nothing new and the backward recomputes the chunks with the per-token upstream
+    gradient. No host synchronisation off CPU (a bad class index gives a NaN loss there).
+    Under ``torch.no_grad()`` or when nothing requires grad only the loss is computed.
+    Half inputs: logits are computed by the layer's own matmul (input dtype, like
+    ``F.linear``), the cross-entropy in float32, and the weight and bias gradients are
+    accumulated in float32 over the chunks and rounded once.
+
+    Not supported (raise): torch's K-dimensional ``linear_weight`` (V, d1, ..., D) and its
+    ``options``; gradients for ``weight`` or probability ``target``; double backward.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import linear_cross_entropy
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    >>> y = torch.tensor([0, 3, 1, 1, 2])
+    >>> loss = linear_cross_entropy(x, w, y, chunk_size=2)
+    >>> ref = torch.nn.functional.cross_entropy(x @ w.T, y)
+    >>> bool(torch.allclose(loss, ref, rtol=1e-13, atol=0))
+    True
+    """
+    options = make_options(
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        chunk_size=chunk_size,
+    )
+    return _linear_cross_entropy(input, linear_weight, target, linear_bias, weight, options)
+
+
+def _linear_cross_entropy(
+    input: Any,
+    linear_weight: Any,
+    target: Any,
+    linear_bias: Any,
+    weight: Any,
+    options: LossOptions,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`linear_cross_entropy` with validated options; ``backend`` forces a path.
+
+    ``backend``: ``'auto'`` (NumPy kernels for supported CPU tensors), ``'numpy'`` or
+    ``'torch'`` (the generic chunked path, any device).
+    """
+    input = check_float_tensor(input, "input")
+    lw = check_float_tensor(linear_weight, "linear_weight", min_ndim=2)
+    if lw.ndim != 2:
+        raise ValueError(
+            "linear_weight must be 2-D (V, D) like torch.nn.Linear.weight, got shape "
+            f"{tuple(lw.shape)} (K-dimensional outputs are not supported)"
+        )
+    num_classes, dim = lw.shape
+    if num_classes == 0:
+        raise ValueError(f"linear_weight has no rows (classes): shape {tuple(lw.shape)}")
+    if input.shape[-1] != dim:
+        raise ValueError(
+            f"input must have last dimension D = {dim} to match linear_weight "
+            f"{tuple(lw.shape)}, got shape {tuple(input.shape)}"
+        )
+    for name, tensor in (("linear_weight", lw), ("linear_bias", linear_bias)):
+        if tensor is None:
+            continue
+        if name == "linear_bias":
+            tensor = check_float_tensor(tensor, name)
+            if tuple(tensor.shape) != (num_classes,):
+                raise ValueError(
+                    f"linear_bias must have shape ({num_classes},), one entry per class, "
+                    f"got shape {tuple(tensor.shape)}"
+                )
+        if tensor.dtype != input.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of input ({input.dtype}), got {tensor.dtype}"
+            )
+        if tensor.device != input.device:
+            raise ValueError(f"{name} is on {tensor.device}, input on {input.device}; move it")
+    lead_shape = tuple(input.shape[:-1])
+    logits_shape = (*lead_shape, num_classes)
+    prob = check_target(target, logits_shape, len(lead_shape), options.ignore_index, input.device)
+    weight = check_class_weight(weight, num_classes, input.device)
+    check_grad_free(weight, "weight")
+    check_grad_free(target if prob else None, "target")
+    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    hidden = input.reshape(-1, dim)  # (N, D), a view when possible
+    rows = target.reshape(-1, num_classes) if prob else target.reshape(-1)
+    path = (prob, use_numpy)
+    layer = (hidden, lw, linear_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in layer):
+        loss = _LinearCrossEntropyFunction.apply(*layer, rows, weight, options, path)
+    else:  # no_grad / inference_mode / nothing to differentiate: forward only
+        loss = _run(*layer, rows, weight, options, path, needs=(False,) * 3)[0]
+    return loss.reshape(lead_shape) if options.reduction == "none" else loss
+
+
+def _choose_numpy(backend: str, options: LossOptions, input, target, weight) -> bool:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    tensors = [input, target] + ([weight] if weight is not None else [])
+    supported = (
+        options.numpy_compatible
+        and input.device.type == "cpu"
+        and input.dtype in _NUMPY_DTYPES
+        and all(t.dtype != torch.bfloat16 for t in tensors)
+    )
+    if backend == "numpy" and not supported:
+        raise ValueError(
+            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
+        )
+    return supported and backend != "torch"
+
+
+def _run(
+    hidden: torch.Tensor,
+    linear_weight: torch.Tensor,
+    linear_bias: torch.Tensor | None,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: LossOptions,
+    path: tuple[bool, bool],
+    *,
+    needs: tuple[bool, bool, bool],
+    grad_output: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Loss (flat for 'none') and the gradients flagged in ``needs`` (input, weight, bias).
+
+    ``grad_output``: None for an upstream gradient of 1 (or 1 per token for 'none'), else
+    the (N,) per-token upstream gradient of ``reduction='none'``.
+    """
+    prob, use_numpy = path
+    if use_numpy:
+        return _run_numpy(
+            hidden, linear_weight, linear_bias, target, weight, options, needs, grad_output
+        )
+    return _run_torch(
+        hidden, linear_weight, linear_bias, target, weight, options, prob, needs, grad_output
+    )
+
+
+def _run_numpy(hidden, lw, bias, target, weight, options, needs, grad_output):
+    arrays = [t.detach().numpy() for t in (hidden, lw, target)]  # zero-copy views
+    kwargs = dict(
+        bias=None if bias is None else bias.detach().numpy(),
+        class_weight=None if weight is None else weight.detach().numpy(),
+        ignore_index=options.ignore_index,
+        reduction=options.reduction,
+        label_smoothing=options.label_smoothing,
+        chunk_size=options.chunk_size,
+    )
+    if not any(needs):
+        loss = _sx.linear_cross_entropy(*arrays, **kwargs)
+        return torch.from_numpy(np.asarray(loss)), None, None, None
+    g = None if grad_output is None else grad_output.detach().reshape(-1).numpy()
+    loss, d_hidden, d_weight, d_bias = _sx.linear_cross_entropy_with_grad(
+        *arrays, grad_output=g, **kwargs
+    )
+    grads = [None if a is None else torch.from_numpy(a) for a in (d_hidden, d_weight, d_bias)]
+    grads = [grad if need else None for grad, need in zip(grads, needs, strict=True)]
+    return (torch.from_numpy(np.asarray(loss)), *grads)
+
+
+def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_output):
+    n, dim = hidden.shape
+    num_classes = lw.shape[0]
+    dtype = hidden.dtype
+    hidden, lw = hidden.detach(), lw.detach()
+    bias = None if bias is None else bias.detach()
+    out_dtype = dtype
+    if prob:
+        out_dtype = torch.promote_types(dtype, target.dtype)
+        if weight is not None:
+            out_dtype = torch.promote_types(out_dtype, weight.dtype)
+    ct = compute_dtype(out_dtype)  # of the chunk's cross-entropy
+    acc = compute_dtype(dtype)  # of the weight and bias gradient accumulators
+    w = None if weight is None else weight.detach().to(ct)
+    if prob:
+        t = target.detach().to(ct)  # (N, V)
+        denominator: Any = float(n)
+    else:
+        t = target.long()  # (N,)
+        if hidden.device.type == "cpu":
+            check_values_on_cpu(t, w, num_classes, options.ignore_index)
+        denominator = index_denominator(t, w, options.ignore_index, ct)
+
+    scale: Any = None  # d(loss)/d(loss_n): the chunk kernel's grad_scale
+    if any(needs):
+        if grad_output is not None:
+            scale = grad_output.detach().reshape(-1).to(ct)  # (N,)
+        elif options.reduction == "mean":
+            scale = (1.0 / n if n else float("nan")) if prob else 1.0 / denominator
+        else:
+            scale = 1.0
+    chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype)
+    device = hidden.device
+    losses = torch.empty(n, dtype=ct, device=device)  # (N,)
+    d_hidden = torch.empty((n, dim), dtype=dtype, device=device) if needs[0] else None
+    d_weight = torch.zeros((num_classes, dim), dtype=acc, device=device) if needs[1] else None
+    d_bias = torch.zeros(num_classes, dtype=acc, device=device) if needs[2] else None
+    for i in range(0, n, chunk):  # shapes only: no host sync
+        j = min(n, i + chunk)
+        h = hidden[i:j]  # (c, D)
+        logits = F.linear(h, lw, bias).to(ct)  # (c, V), the layer's own dtype first
+        chunk_scale = scale[i:j] if isinstance(scale, torch.Tensor) and scale.ndim else scale
+        loss_c, d_logits = rows_cross_entropy(
+            logits,
+            t[i:j],
+            w,
+            ignore_index=options.ignore_index,
+            label_smoothing=options.label_smoothing,
+            z_loss=options.z_loss,
+            softcap=options.softcap,
+            grad_scale=chunk_scale,
+        )
+        del logits
+        losses[i:j] = loss_c
+        if d_logits is None:
+            continue
+        if d_hidden is not None:
+            d_hidden[i:j] = d_logits.to(dtype) @ lw  # (c, D)
+        if d_weight is not None:
+            d_weight.addmm_(d_logits.to(acc).T, h.to(acc))  # (V, D) += (V, c) @ (c, D)
+        if d_bias is not None:
+            d_bias += d_logits.sum(0).to(acc)  # (V,)
+        del d_logits
+    loss = reduce_rows(losses, options.reduction, denominator, out_dtype, (n,))
+    return (
+        loss,
+        d_hidden,
+        None if d_weight is None else d_weight.to(dtype),
+        None if d_bias is None else d_bias.to(dtype),
+    )
+
+
+class _LinearCrossEntropyFunction(torch.autograd.Function):
+    """'mean'/'sum': gradients in the forward; 'none': recomputed in the backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, linear_weight, linear_bias, target, weight, options, path):
+        ctx.options, ctx.path = options, path
+        ctx.needs = tuple(ctx.needs_input_grad[:3])
+        layer = (hidden, linear_weight, linear_bias, target, weight)
+        if options.reduction == "none":
+            ctx.save_for_backward(*layer)
+            return _run(*layer, options, path, needs=(False,) * 3)[0]
+        loss, *grads = _run(*layer, options, path, needs=ctx.needs)
+        ctx.save_for_backward(*grads)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        _refuse_double_backward("linear_cross_entropy")
+        if ctx.options.reduction == "none":
+            layer = ctx.saved_tensors
+            _, *grads = _run(
+                *layer, ctx.options, ctx.path, needs=ctx.needs, grad_output=grad_output
+            )
+        else:
+            keep = _keep_graph()
+            grads = [_scale(g, grad_output, keep) for g in ctx.saved_tensors]
+        return (*grads, None, None, None, None)
+
+
+def _scale(grad: torch.Tensor | None, grad_output: torch.Tensor, keep: bool):
+    """``grad * grad_output``; in place (no new allocation) unless the graph is kept."""
+    if grad is None:
+        return None
+    factor = grad_output.to(grad.dtype)
+    return grad * factor if keep else grad.mul_(factor)

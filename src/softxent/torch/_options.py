@@ -1,0 +1,98 @@
+"""The scalar options of one loss call, validated once and carried as one frozen value.
+
+Keeping them in a frozen dataclass lets the autograd Functions take a short, fixed list of
+arguments (so their ``backward`` returns a short, fixed tuple) and makes an option that a
+path forgets to honour impossible to miss: every path reads the same object.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from softxent._validation import check_ignore_index, check_label_smoothing, check_reduction
+
+__all__ = ["LossOptions", "make_options"]
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """Validated options of a cross-entropy call (see :func:`make_options`)."""
+
+    ignore_index: int = -100
+    reduction: str = "mean"
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    softcap: float | None = None
+    inplace_backward: bool = False
+    chunk_size: int | None = None
+
+    @property
+    def numpy_compatible(self) -> bool:
+        """True when softxent's NumPy kernels implement every option (no z-loss, no cap)."""
+        return self.z_loss == 0.0 and self.softcap is None
+
+
+def make_options(
+    *,
+    ignore_index: Any = -100,
+    reduction: Any = "mean",
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    softcap: Any = None,
+    inplace_backward: Any = False,
+    chunk_size: Any = None,
+) -> LossOptions:
+    """Check every scalar option and return them as a :class:`LossOptions`.
+
+    ``ignore_index=None`` means -100 (torch's ``F.linear_cross_entropy`` convention).
+    """
+    if ignore_index is None:
+        ignore_index = -100
+    return LossOptions(
+        ignore_index=check_ignore_index(ignore_index),
+        reduction=check_reduction(reduction),
+        label_smoothing=check_label_smoothing(label_smoothing),
+        z_loss=_check_z_loss(z_loss),
+        softcap=_check_softcap(softcap),
+        inplace_backward=_check_bool(inplace_backward, "inplace_backward"),
+        chunk_size=_check_chunk_size(chunk_size),
+    )
+
+
+def _check_z_loss(z_loss: Any) -> float:
+    if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real):
+        raise TypeError(f"z_loss must be a non-negative float, got {z_loss!r}")
+    value = float(z_loss)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"z_loss must be a finite float >= 0, got {z_loss!r}")
+    return value
+
+
+def _check_softcap(softcap: Any) -> float | None:
+    if softcap is None:
+        return None
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be None or a positive float, got {softcap!r}")
+    value = float(softcap)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"softcap must be None or a finite float > 0, got {softcap!r}")
+    return value
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_chunk_size(chunk_size: Any) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+        raise TypeError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+    return int(chunk_size)

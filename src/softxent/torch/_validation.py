@@ -1,0 +1,149 @@
+"""Tensor checks of the torch backend: validate once, at the entry, in one voice.
+
+Shapes, dtypes and devices are checked on every device (they are host metadata, checking
+them never synchronises). Values (out-of-range class indices, negative class weights) are
+checked only on CPU: on an accelerator that would need a device-to-host copy, so there an
+out-of-range class index gives a NaN loss instead of an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "check_class_weight",
+    "check_float_tensor",
+    "check_grad_free",
+    "check_target",
+    "check_values_on_cpu",
+    "compute_dtype",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half inputs are computed (and accumulated) in float32; the others in themselves."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def check_float_tensor(value: Any, name: str, *, min_ndim: int = 1) -> torch.Tensor:
+    """``value`` must be a float16/bfloat16/float32/float64 tensor of ``min_ndim``+ dims."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got dtype {value.dtype}"
+        )
+    if value.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def check_target(
+    target: Any, logits_shape: tuple[int, ...], class_dim: int, ignore_index: int, device
+) -> bool:
+    """Check ``target`` against logits of ``logits_shape``; True for probability targets.
+
+    Dispatch is torch's: a target with the logits' shape holds probabilities (and must be
+    floating), any other target holds class indices (integer, the logits' shape without
+    the class dim).
+    """
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.device != device:
+        raise ValueError(f"target is on {target.device}, the logits on {device}; move it")
+    batch_shape = logits_shape[:class_dim] + logits_shape[class_dim + 1 :]
+    shape = tuple(target.shape)
+    if shape == tuple(logits_shape):
+        if not target.dtype.is_floating_point:
+            raise TypeError(
+                f"target has the logits' shape {shape} but dtype {target.dtype}: "
+                "probability targets must be floating point; class indices must have "
+                f"shape {batch_shape} (the logits without dim {class_dim})"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot be used with probability targets "
+                "(floating-point target); leave it negative (the default -100)"
+            )
+        return True
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        if shape == batch_shape:
+            raise TypeError(
+                f"target of class indices must have an integer dtype, got {target.dtype} "
+                f"(probability targets must have the logits' shape {tuple(logits_shape)})"
+            )
+        raise ValueError(
+            f"target of probabilities must have the logits' shape {tuple(logits_shape)}, "
+            f"got shape {shape} (dtype {target.dtype})"
+        )
+    if shape != batch_shape:
+        raise ValueError(
+            f"target of class indices must have shape {batch_shape} (the logits "
+            f"{tuple(logits_shape)} without dim {class_dim}), got shape {shape}"
+        )
+    return False
+
+
+def check_class_weight(weight: Any, num_classes: int, device) -> torch.Tensor | None:
+    """The per-class ``weight``: None, or a floating (C,) tensor on the logits' device."""
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be None or a torch.Tensor, got {type(weight).__name__}")
+    if weight.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"weight must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got dtype {weight.dtype}"
+        )
+    if tuple(weight.shape) != (num_classes,):
+        raise ValueError(
+            f"weight must have shape ({num_classes},), one entry per class, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if weight.device != device:
+        raise ValueError(f"weight is on {weight.device}, the logits on {device}; move it")
+    return weight
+
+
+def check_grad_free(tensor: torch.Tensor | None, name: str) -> None:
+    """softxent differentiates for the logits (or the layer) only, never silently less."""
+    if tensor is not None and tensor.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{name} requires grad, but softxent.torch computes no gradient for {name}; "
+            f"pass {name}.detach() (or use torch.nn.functional for that gradient)"
+        )
+
+
+def check_values_on_cpu(
+    target: torch.Tensor | None, weight: torch.Tensor | None, num_classes: int, ignore_index: int
+) -> None:
+    """Value checks that need the data on the host: done on CPU tensors only.
+
+    ``target`` (class indices, any shape) must be in ``[0, C)`` or equal ``ignore_index``;
+    ``weight`` must be finite and non-negative (as softxent's NumPy API requires).
+    """
+    if weight is not None and weight.device.type == "cpu" and weight.numel():
+        bad = ~torch.isfinite(weight) | (weight < 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"weight must be finite and non-negative, got {float(weight[i])!r} at [{i}]"
+            )
+    if target is not None and target.device.type == "cpu" and target.numel():
+        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+        if bool(bad.any()):
+            position = tuple(int(i) for i in bad.nonzero()[0])
+            where = "[" + ", ".join(map(str, position)) + "]"
+            raise ValueError(
+                f"target{where} = {int(target[position])} is out of range: class indices "
+                f"must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
+            )

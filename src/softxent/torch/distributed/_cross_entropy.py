@@ -1,0 +1,184 @@
+"""Vocab-parallel cross-entropy of logits that are split by class across ranks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from softxent.torch.distributed import _kernel as K
+from softxent.torch.distributed import _validation as V
+from softxent.torch.distributed._comm import resolve_shard
+
+_WHAT = "vocab_parallel_cross_entropy"
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss *and* d(loss)/d(local logits); backward only scales it."""
+
+    @staticmethod
+    def forward(ctx, logits, target, class_weight, plan: K.Plan):  # logits (N, V)
+        n = logits.shape[0]
+        soft = target if plan.soft else None
+        targets = None
+        if not plan.soft:
+            targets = K.class_targets(target, plan, class_weight)
+            V.check_index_range(targets.bad, target, plan.shard.num_classes)
+        x = K.softcapped(logits, plan)  # (N, V) compute dtype
+        sums = K.LocalSums.empty(n, plan, logits.device)
+        every = slice(None)
+        exps = K.accumulate(sums, every, x, plan, targets, class_weight, soft)  # (N, V)
+        comb = K.combine(sums, plan, targets, class_weight)
+        if ctx.needs_input_grad[0]:
+            # p = exp(x - m_r) * exp(m_r - m) / S: reuse the exponentials of the forward.
+            scale = comb.rescale * (-comb.log_sum_exp).exp()  # (N,)
+            probs = exps.mul_(scale[:, None]) if exps.shape[1] else exps
+            grad = K.logits_grad_(
+                probs, every, x, plan, comb, targets, class_weight, soft, comb.row_scale
+            )
+            ctx.save_for_backward(grad.to(logits.dtype))  # (N, V), unscaled by grad_output
+        ctx.reduction = plan.reduction
+        return comb.loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":
+            grad = grad * grad_output[:, None].to(grad.dtype)  # one upstream value per row
+        else:
+            grad = grad * grad_output.to(grad.dtype)
+        return grad, None, None, None
+
+
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    group: dist.ProcessGroup | None = None,
+    vocab_start: int | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    r"""Cross-entropy over classes split across the ranks of ``group``, exactly as on one device.
+
+    Rank ``r`` holds the logits of classes ``[v_r, v_r + V_r)``; with ``x`` the logits of all
+    ``C = sum_r V_r`` classes (soft-capped first: ``x <- s tanh(x / s)``), ``w`` the class
+    weights (1 if None) and ``q = (1 - eps) onehot(y) + eps / C``, the loss of a sample is
+
+    .. math::
+
+        \ell_n = -\sum_{c=0}^{C-1} w_c\, q_{n,c} \log \operatorname{softmax}(x_n)_c
+                 + z \operatorname{logsumexp}(x_n)^2
+
+    reduced as torch does ('mean' divides by the sum of the target weights of non-ignored
+    samples, or by ``N`` for probability targets). Every rank returns the same loss; the
+    gradient flows to this rank's ``local_logits`` only.
+
+    Parameters
+    ----------
+    local_logits : torch.Tensor
+        ``(..., V_r)`` float16/bfloat16/float32/float64: this rank's classes, last.
+    target : torch.Tensor
+        ``(...)`` integer global class ids, identical on every rank; or ``(..., V_r)``
+        floating probabilities: this rank's slice of the target distribution.
+    group : torch.distributed.ProcessGroup, optional
+        The ranks that share the vocabulary (default: the world). When torch.distributed is
+        not initialized, the call acts on a world of one process.
+    vocab_start : int, optional
+        This rank's first class ``v_r``. None on every rank: the shards follow each other in
+        rank order (their sizes are all-gathered once per group and local size, then cached).
+    weight : torch.Tensor, optional
+        ``(V_r,)`` this rank's slice of the class weights (no gradient).
+    ignore_index : int
+        Class-id targets equal to it contribute nothing (must be < 0 for probabilities).
+    reduction : {'mean', 'sum', 'none'}
+    label_smoothing : float
+        ``eps`` in ``[0, 1]``, spread over the *global* class count ``C``.
+    z_loss : float
+        ``z >= 0``, weight of ``logsumexp^2`` added to every non-ignored sample.
+    softcap : float, optional
+        ``s > 0``: logits become ``s tanh(x / s)`` before anything else.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d, or ``(...)`` for ``reduction='none'``; dtype of ``local_logits`` for class ids,
+        the promotion of logits, target and weight for probabilities.
+
+    Raises
+    ------
+    TypeError
+        Non-float logits or weight, non-integer class ids, weight dtype differing from the
+        logits' with class ids.
+    ValueError
+        Shapes, option values, shards that do not tile ``[0, C)``, a target or weight that
+        requires grad.
+    IndexError
+        A class id outside ``[0, C)`` that is not ``ignore_index`` (CPU; on other devices the
+        loss and that row's gradient are NaN, to avoid a host sync).
+    RuntimeError
+        A collective failed: a rank died or did not call, or the group's timeout passed.
+
+    Notes
+    -----
+    Communication per call, for ``N`` tokens: one MAX all-reduce of ``N`` values and one SUM
+    all-reduce of ``k N (+1)`` values in the compute dtype (float32, or float64 for float64
+    input), ``k = 2`` (+1 with ``weight``, +1 with smoothing) for class ids and ``k = 3``
+    for probabilities; none in backward. See ``docs/distributed.md``.
+
+    Equivalent single-process code, with ``full = torch.cat(all ranks' local_logits, -1)``::
+
+        capped = s * torch.tanh(full / s) if softcap else full
+        loss = F.cross_entropy(capped, target, weight=full_weight, ignore_index=...,
+                               reduction=..., label_smoothing=eps) + z-term
+
+    Differences from torch: an ignored row's gradient is always 0 (never NaN), and NaN or
+    out-of-range ``label_smoothing`` raises.
+
+    Examples
+    --------
+    Without torch.distributed initialized the call acts on a world of one process:
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> logits = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], dtype=torch.float64)
+    >>> target = torch.tensor([1, 0])
+    >>> loss = vocab_parallel_cross_entropy(logits, target, label_smoothing=0.3)
+    >>> bool(torch.isclose(loss, F.cross_entropy(logits, target, label_smoothing=0.3)))
+    True
+    """
+    V.check_float(local_logits, "local_logits")
+    if local_logits.ndim < 1:
+        raise ValueError("local_logits must have at least 1 dimension (classes last), got 0-d")
+    reduction, eps, z, cap, ignore_index = V.check_options(
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        ignore_index=ignore_index,
+        vocab_start=vocab_start,
+    )
+    leading = tuple(local_logits.shape[:-1])
+    local_classes = local_logits.shape[-1]
+    soft = V.check_targets(target, leading, local_classes, ignore_index)
+    weight = V.check_class_weight(weight, local_classes, local_logits.dtype, soft)
+    dtypes = [local_logits.dtype]
+    if soft:
+        dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
+    out_dtype = local_logits.dtype
+    for dtype in dtypes[1:]:
+        out_dtype = torch.promote_types(out_dtype, dtype)
+    cdt = V.compute_dtype(*dtypes)
+    shard = resolve_shard(group, local_classes, vocab_start, local_logits.device, _WHAT)
+    plan = K.Plan(_WHAT, group, shard, reduction, eps, z, cap, soft, ignore_index, cdt, out_dtype)
+    n = math.prod(leading)
+    logits2d = local_logits.reshape(n, local_classes)  # (N, V_r)
+    target2d = target.reshape(n, local_classes).to(cdt) if soft else target.reshape(n)
+    class_weight = weight.to(cdt) if weight is not None else None
+    loss = _VocabParallelCrossEntropy.apply(logits2d, target2d, class_weight, plan)
+    return loss.reshape(leading) if reduction == "none" else loss

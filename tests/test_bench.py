@@ -1,0 +1,289 @@
+"""``softxent bench``: the tables, the JSON schema, the plot, skipped and failing peers, bad
+flags, and that every peer computes what softxent computes. Never asserts on times."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+import softxent as sx
+from softxent._bench import peers as peers_module
+from softxent._bench.suites import OPS, Case, make_inputs, make_logits, softxent_call
+from softxent._bench.timing import median_seconds, peak_extra_bytes
+from softxent.cli import main
+
+pytest.importorskip("torch")
+
+SHAPE = "8x40"  # one tiny shape everywhere, so JAX compiles each function once per dtype
+FAST_OPS = "cross_entropy,softmax,logsumexp,demo_cross_entropy"
+
+
+def bench(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(["bench", "--quick", "--repeat", "1", "--shape", SHAPE, *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def table(out: str, title: str) -> list[list[str]]:
+    """The rows (header first) of the table under ``title``, cut where its dashes are."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    spans = [m.span() for m in re.finditer(r"-+", lines[start + 1])]
+    rows = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        if line.startswith("-"):
+            continue
+        rows.append([line[a:b].strip() for a, b in spans])  # cells are padded to the dashes
+    return rows
+
+
+def test_time_and_memory_tables(capsys):
+    status, out, err = bench(capsys, "--ops", FAST_OPS)
+    assert status == 0, err
+    times = table(out, "Time (median)")
+    header = times[0]
+    assert header[:4] == ["operation", "shape", "dtype", "softxent"]
+    assert header[-1] == "vs floor"
+    assert {"torch", "numpy"} <= set(header)
+    body = times[1:]
+    assert [r[0] for r in body] == FAST_OPS.split(",")
+    assert all(r[1] == "8x40" and r[2] == "float32" for r in body[:3])
+    assert body[3][1] == "3x3"  # the demo case ignores --shape
+    assert body[0][-1].endswith("read") and body[1][-1].endswith("copy")
+    memory = table(out, "Peak extra memory")
+    assert memory[0][:5] == ["operation", "shape", "dtype", "logits", "softxent"]
+    assert len(memory) == len(times)
+    assert "Floors 8x40 float32: read" in out
+
+
+def _check_schema(doc: dict) -> None:
+    """The JSON schema of docs/bench.md, checked key by key."""
+    number = (int, float)
+    assert doc["schema"] == "softxent-bench/1"
+    assert isinstance(doc["created"], str)
+    for key in ("platform", "machine", "processor", "python", "cpu_count", "usable_cpus"):
+        assert key in doc["machine"]
+    assert isinstance(doc["versions"]["softxent"], str)
+    assert isinstance(doc["versions"]["numpy"], str)
+    for key in ("threads", "repeat", "warmup"):
+        assert isinstance(doc[key], int) and doc[key] >= 1
+    assert all(isinstance(p, str) for p in doc["peers"])
+    assert all(isinstance(v, str) for v in doc["skipped"].values())
+    for floor in doc["floors"]:
+        assert set(floor) == {"shape", "dtype", "read_s", "copy_s"}
+        assert isinstance(floor["read_s"], float) and isinstance(floor["copy_s"], float)
+    expected = {"op", "shape", "dtype", "floor", "floor_s", "times_s", "ratios"}
+    expected |= {"floor_ratio", "memory_bytes", "errors"}
+    for row in doc["rows"]:
+        assert set(row) == expected
+        assert row["op"] in OPS and row["dtype"] in ("float16", "float32", "float64")
+        assert len(row["shape"]) == 2 and all(isinstance(n, int) for n in row["shape"])
+        assert row["floor"] in ("read", "copy", None)
+        times = row["times_s"]
+        assert "softxent" in times and all(isinstance(t, number) for t in times.values())
+        assert set(row["ratios"]) == set(times) - {"softxent"}
+        for peer, ratio in row["ratios"].items():
+            assert math.isclose(ratio, times[peer] / times["softxent"], rel_tol=1e-12)
+        if row["floor"] is None:
+            assert row["floor_s"] is None and row["floor_ratio"] is None
+        else:
+            same = (row["shape"], row["dtype"])
+            floor = next(f for f in doc["floors"] if (f["shape"], f["dtype"]) == same)
+            assert row["floor_s"] == floor[f"{row['floor']}_s"]
+            assert math.isclose(row["floor_ratio"], times["softxent"] / row["floor_s"])
+        assert set(row["memory_bytes"]) == set(times)
+        for name, extra in row["memory_bytes"].items():
+            assert extra is None if name in ("torch", "jax") else isinstance(extra, int)
+        assert all(isinstance(v, str) for v in row["errors"].values())
+
+
+def test_json_schema_every_op_shape_and_dtype(capsys, tmp_path):
+    path = tmp_path / "bench.json"
+    argv = ["--shape", "5x7", "--dtype", "float32,float64", "--json", str(path)]
+    status, _, err = bench(capsys, *argv)
+    assert status == 0, err
+    doc = json.loads(path.read_text())
+    _check_schema(doc)
+    cases = {(r["op"], tuple(r["shape"]), r["dtype"]) for r in doc["rows"]}
+    for op in OPS.values():
+        if op.demo:
+            assert (op.name, (3, 3), "float32") in cases
+            continue
+        for shape in [(8, 40), (5, 7)]:
+            for dtype in ["float32", "float64"]:
+                assert (op.name, shape, dtype) in cases
+    assert len(doc["floors"]) == 4
+    assert not any(r["errors"] for r in doc["rows"])
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left over
+
+
+def test_missing_peers_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
+    real_import = peers_module._import
+
+    def fake_import(name):
+        if name.split(".")[0] in ("jax", "scipy"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name)
+
+    monkeypatch.setattr(peers_module, "_import", fake_import)
+    path = tmp_path / "b.json"
+    status, out, err = bench(capsys, "--ops", FAST_OPS, "--json", str(path))
+    assert status == 0, err
+    header = table(out, "Time (median)")[0]
+    assert "jax" not in header and "scipy" not in header and "torch" in header
+    assert "Peer jax skipped: not installed" in out
+    assert "Peer scipy skipped: not installed" in out
+    doc = json.loads(path.read_text())
+    assert set(doc["skipped"]) == {"jax", "scipy"}
+    assert all(set(r["times_s"]) <= {"softxent", "torch", "numpy"} for r in doc["rows"])
+
+
+def test_a_failing_peer_is_reported_and_the_run_goes_on(capsys, monkeypatch):
+    def broken(self, op, inputs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(peers_module.NumpyPeer, "call", broken)
+    status, out, err = bench(capsys, "--ops", "cross_entropy,softmax")
+    assert status == 0, err
+    header, *rows = table(out, "Time (median)")
+    assert all(r[header.index("numpy")] == "error" for r in rows)
+    assert "numpy failed on cross_entropy 8x40 float32: RuntimeError: boom" in out
+    assert "second line" not in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--shape", "4096by"),
+        ("--shape", "0x10"),
+        ("--shape", "2x3x4"),
+        ("--dtype", "int8"),
+        ("--repeat", "0"),
+        ("--repeat", "two"),
+        ("--threads", "-1"),
+        ("--ops", "cross_entropy,bogus"),
+    ],
+)
+def test_bad_flag_values_exit_2_naming_the_flag(capsys, flag, value):
+    status = main(["bench", "--quick", flag, value])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""  # rejected before anything ran
+    assert flag in captured.err and repr(value.split(",")[-1]) in captured.err
+
+
+def test_output_into_a_directory_is_rejected(capsys, tmp_path):
+    status = main(["bench", "--quick", "--json", str(tmp_path)])
+    assert status == 2
+    assert "--json" in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "ratios.png"
+    status, _, err = bench(capsys, "--ops", FAST_OPS, "--plot", str(path))
+    assert status == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["ratios.png"]
+
+
+def test_plot_without_matplotlib_says_what_to_install(capsys, monkeypatch, tmp_path):
+    from softxent._bench import plot
+
+    def missing():
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(plot, "_pyplot", missing)
+    status = main(["bench", "--quick", "--plot", str(tmp_path / "x.png")])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "pip install 'softxent[plot]'" in captured.err
+    assert captured.out == "" and not list(tmp_path.iterdir())
+
+
+def test_thread_settings_are_restored(capsys):
+    import torch
+
+    before = (sx.get_num_threads(), torch.get_num_threads())
+    threads = 1 if before[0] != 1 else 2
+    status, out, _ = bench(capsys, "--ops", "softmax", "--threads", str(threads))
+    assert status == 0
+    assert f"{threads} threads" in out
+    assert (sx.get_num_threads(), torch.get_num_threads()) == before
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def _results(peer, op_name, inputs):
+    timed = peer.call(OPS[op_name], inputs)
+    return peer.as_numpy(timed.fn())
+
+
+@pytest.mark.parametrize("op_name", [n for n, op in OPS.items() if not op.demo])
+def test_every_peer_computes_what_softxent_computes(op_name):
+    # float64 so that the comparison is tight (1e-12): a peer computing something else,
+    # or JAX silently dropping to float32, fails here.
+    op = OPS[op_name]
+    x, y = make_logits((6, 11), "float64")
+    inputs = make_inputs(op, x, y)
+    timed = softxent_call(op, inputs)
+    if timed.setup is not None:
+        timed.setup()
+    result = timed.fn()
+    expected = [np.asarray(a) for a in (result if isinstance(result, tuple) else (result,))]
+    loaded, _ = peers_module.load_peers()
+    checked = 0
+    for peer in loaded:
+        if op.kernel not in peer.ops:
+            continue
+        got = _results(peer, op_name, inputs)
+        assert len(got) == len(expected), peer.name
+        for g, e in zip(got, expected, strict=True):
+            assert g.shape == e.shape, peer.name
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12, err_msg=peer.name)
+        checked += 1
+    assert checked >= (0 if op.in_place else 1)
+
+
+def test_demo_cases_use_the_note_example():
+    x, y = make_logits((3, 3), "float32")
+    case = Case(OPS["demo_cross_entropy"], (3, 3), "float32")
+    loss = softxent_call(case.op, make_inputs(case.op, x, y)).fn()
+    assert float(loss) == pytest.approx(1.0413766, abs=2e-7)  # the spec's mean loss
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def test_median_seconds_runs_setup_before_every_call():
+    calls = []
+    median_seconds(lambda: calls.append("fn"), repeat=3, setup=lambda: calls.append("setup"))
+    assert calls == ["setup", "fn"] * 4  # one warm-up and three timed calls
+
+
+def test_peak_extra_bytes_counts_temporaries_not_outputs_or_in_place_writes():
+    x = np.ones((200, 500))
+    assert peak_extra_bytes(lambda: np.exp(x), inputs=[x]) < 0.05 * x.nbytes
+    assert peak_extra_bytes(lambda: np.exp(x).sum(axis=1), inputs=[x]) >= x.nbytes
+    work = x.copy()
+    assert peak_extra_bytes(lambda: np.exp(work, out=work), inputs=[x, work]) < 0.05 * x.nbytes
+
+
+def test_in_place_case_restores_the_logits_and_counts_no_output():
+    op = OPS["cross_entropy_with_grad_out"]
+    x, y = make_logits((16, 300), "float32")
+    timed = softxent_call(op, make_inputs(op, x, y))
+    timed.setup()
+    _, grad = timed.fn()
+    assert np.shares_memory(grad, timed.buffers[0])
+    expected = sx.cross_entropy_with_grad(x, y).grad
+    np.testing.assert_allclose(grad, expected, rtol=2e-6, atol=2e-6 * max(1, np.abs(x).max()))
+    timed.setup()
+    np.testing.assert_array_equal(timed.buffers[0], x)
