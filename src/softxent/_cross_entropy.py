@@ -162,6 +162,10 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     g_is_rows = isinstance(g_rows, np.ndarray)
 
     if p.t is None:
+        # A second scratch block serves weighted smoothing and the float16 gradient store.
+        needs_work2 = bool(p.smoothing and p.class_weight is not None) or (
+            grad is not None and grad.dtype != p.ct
+        )
         options = _kernels.IndexOptions(
             p.smoothing,
             p.class_weight,
@@ -179,13 +183,13 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 None if p.valid is None else p.valid[lo:hi],
                 g_rows[lo:hi] if g_is_rows else g_rows,
                 work_buffer(ob, scratch[0], p.ct),
-                scratch[1] if p.smoothing and p.class_weight is not None else None,
+                scratch[1] if needs_work2 else None,
                 ob,
                 consts,
                 options,
             )
 
-        num_scratch = 2 if p.smoothing and p.class_weight is not None else 1
+        num_scratch = 2 if needs_work2 else 1
     else:
         eps, num_classes, w = p.smoothing, p.num_classes, p.class_weight
         # q = w ((1 - eps) t + eps / C) = scale * t + offset

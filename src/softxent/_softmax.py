@@ -123,11 +123,11 @@ def _map_rows(x: ArrayLike, axis: int, op: str) -> np.ndarray:
         xb, ob = blocks.block(0, task), blocks.block(1, task)
         work = work_buffer(ob, scratch[0], ct)
         if op == "softmax":
-            _kernels.softmax_block(xb, ob, work, consts)
+            _kernels.softmax_block(xb, ob, work, scratch[1], consts)
         else:
             _kernels.log_softmax_block(xb, ob, work, scratch[1], consts)
 
-    for_each_block(blocks, ct, body, num_scratch=1 if op == "softmax" else 2)
+    for_each_block(blocks, ct, body, num_scratch=2)
     return out
 
 
