@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent import _kernels
+from softxent import _blocks, _kernels
 from softxent._blocks import RowBlocks
 from softxent._reduction import mean_scale, reduce_losses
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
@@ -149,9 +149,11 @@ def _prepare(
 def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     """Per-row losses of the call (flat, compute dtype); fills ``grad`` when given."""
     rows = p.num_rows
-    losses = np.empty(rows, p.ct)
     if rows == 0:
-        return losses
+        return np.empty(0, p.ct)
+    if p.t is None and p.x.ndim == 2 and p.axis == 1 and _fits_one_block(p):
+        return _run_small(p, grad, g_rows)
+    losses = np.empty(rows, p.ct)
     arrays = [p.x]
     if p.t is not None:
         arrays.append(p.t)
@@ -166,12 +168,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         needs_work2 = bool(p.smoothing and p.class_weight is not None) or (
             grad is not None and grad.dtype != p.ct
         )
-        options = _kernels.IndexOptions(
-            p.smoothing,
-            p.class_weight,
-            float(p.num_classes if p.class_weight is None else p.class_weight.sum()),
-            p.num_classes,
-        )
+        options = _index_options(p)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
@@ -216,6 +213,36 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     for_each_block(blocks, p.ct, body, num_scratch)
     if p.valid is not None:
         losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
+    return losses
+
+
+def _index_options(p: _Problem) -> _kernels.IndexOptions:
+    weight_sum = p.num_classes if p.class_weight is None else p.class_weight.sum()
+    return _kernels.IndexOptions(p.smoothing, p.class_weight, float(weight_sum), p.num_classes)
+
+
+def _fits_one_block(p: _Problem) -> bool:
+    return p.x.shape[0] <= _blocks.rows_per_block(p.num_classes, p.ct.itemsize)
+
+
+def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
+    """:func:`_run` for (rows, C) class-index input that is one block: no thread hand-off.
+
+    The same kernel as the blocked path; only the bookkeeping around it is skipped, which
+    is most of the time of a call on a small input.
+    """
+    shape = p.x.shape
+    work = np.empty(shape, p.ct) if grad is None or grad.dtype != p.ct else grad
+    work2 = np.empty(shape, p.ct) if (p.smoothing and p.class_weight is not None) or (
+        grad is not None and grad.dtype != p.ct
+    ) else None  # fmt: skip
+    consts = _kernels.make_consts(p.ct, p.num_classes, shape[0])
+    with np.errstate(all="ignore"):
+        losses = _kernels.ce_index_block(
+            p.x, p.y, p.wy, p.valid, g_rows, work, work2, grad, consts, _index_options(p)
+        )
+        if p.valid is not None:
+            losses[~p.valid] = 0
     return losses
 
 

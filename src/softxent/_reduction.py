@@ -12,6 +12,8 @@ Sums over samples are taken in float64 whatever the dtype, then rounded once.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -21,7 +23,8 @@ def reduce_losses(
     """Reduce the flat per-sample ``losses``; 'none' is reshaped to ``shape``."""
     if reduction == "none":
         return losses.astype(dtype, copy=False).reshape(shape)
-    total = float(losses.sum(dtype=np.float64))
+    # fsum (exactly rounded) is also the cheaper call on the few losses of a small input.
+    total = math.fsum(losses.tolist()) if losses.size <= 64 else float(losses.sum(np.float64))
     if reduction == "sum":
         return dtype.type(total)
     return dtype.type(total / denominator if denominator != 0 else np.nan)

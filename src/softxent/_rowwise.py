@@ -11,10 +11,12 @@ from softxent._blocks import RowBlocks, Task
 from softxent._kernels import Consts, make_consts
 from softxent._threads import run_parallel
 
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+
 
 def compute_dtype(*dtypes: np.dtype) -> np.dtype:
     """float64 if any of ``dtypes`` is float64, else float32 (float16 is computed in float32)."""
-    return np.dtype(np.float64) if np.dtype(np.float64) in dtypes else np.dtype(np.float32)
+    return _FLOAT64 if _FLOAT64 in dtypes else _FLOAT32
 
 
 def for_each_block(

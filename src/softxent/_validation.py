@@ -109,7 +109,11 @@ def as_class_indices(
     flat = flat.astype(np.int64, copy=False) if flat.dtype.kind in "iu" else flat
     if flat.size == 0:
         return flat.astype(np.int64), None
-    low, high = flat.min(), flat.max()
+    if flat.size <= 32:  # two NumPy reductions cost more than the list on tiny inputs
+        values = flat.tolist()
+        low, high = min(values), max(values)
+    else:
+        low, high = flat.min(), flat.max()
     if low >= 0 and high < num_classes and not (0 <= ignore_index < num_classes):
         return flat, None  # every id in range and none can be the ignored one
     valid = flat != ignore_index
