@@ -24,7 +24,9 @@ def reduce_losses(
     if reduction == "none":
         return losses.astype(dtype, copy=False).reshape(shape)
     # fsum (exactly rounded) is also the cheaper call on the few losses of a small input.
-    total = math.fsum(losses.tolist()) if losses.size <= 64 else float(losses.sum(np.float64))
+    total = (
+        math.fsum(losses.tolist()) if losses.size <= 64 else float(losses.sum(dtype=np.float64))
+    )
     if reduction == "sum":
         return dtype.type(total)
     return dtype.type(total / denominator if denominator != 0 else np.nan)
