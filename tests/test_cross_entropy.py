@@ -11,6 +11,7 @@ from conftest import (
     float_dtypes,
     logit_scale,
     random_logits,
+    rng,
     random_probs,
     reductions,
     shapes_and_axis,
@@ -610,3 +611,18 @@ def test_wide_rows_probabilities_match_torch(dtype, eps):
         _, expected = torch_cross_entropy(x, t, reduction=reduction, with_grad=True, **kwargs)
         scale = logit_scale(x) * float(np.abs(expected).max())
         assert_close(grad, expected, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_large_batch_reductions_match_torch(dtype, reduction):
+    # Batches of more than 64 samples take the float64 pairwise sum instead of fsum.
+    x = random_logits((1000, 7), dtype, seed=5)
+    y = rng(6).integers(0, 7, size=1000)
+    y[::9] = -100
+    weight = rng(7).uniform(0.5, 2.0, size=7).astype(dtype)
+    options = dict(weight=weight, reduction=reduction, label_smoothing=0.1)
+    expected = torch_cross_entropy(x, y, **options)
+    assert_close(sx.cross_entropy(x, y, **options), expected, dtype, scale=logit_scale(x) * 1000)
+    loss, _ = sx.cross_entropy_with_grad(x, y, **options)
+    assert_close(loss, expected, dtype, scale=logit_scale(x) * 1000)
