@@ -145,12 +145,14 @@ def _log_sum(work: np.ndarray, gap) -> tuple[np.ndarray, np.ndarray]:
 
 
 def softmax_block(xb, ob, work, work2, c: Consts) -> None:
-    """``ob = exp(x - shift) * (1 / sum exp(x - shift))`` (torch multiplies by 1/s too)."""
+    """``ob = exp(x - shift) * (1 / sum exp(x - shift))`` (torch multiplies by 1/s too).
+
+    The exponentials go to the cache-resident scratch ``work`` and the output block is
+    written once, by the last pass.
+    """
     exp_block(xb, work, c.ct)
     s = _rowsum(work)  # (R,)
-    np.multiply(work, (1.0 / s)[:, None], out=work)
-    if work is not ob:
-        store(ob, work, work2)
+    _finish(ob, np.multiply, work, (1.0 / s)[:, None], work2)
 
 
 def log_softmax_block(xb, ob, work, work2, c: Consts) -> None:
@@ -161,9 +163,17 @@ def log_softmax_block(xb, ob, work, work2, c: Consts) -> None:
     np.subtract(xb, m[:, None], out=work)  # (R, C) x - m, kept for the output
     np.exp(work, out=work2)  # (R, C)
     log_s = np.log(_rowsum(work2))  # (R,)
-    np.subtract(work, log_s[:, None], out=work)
-    if work is not ob:
-        store(ob, work, work2)
+    _finish(ob, np.subtract, work, log_s[:, None], work2)
+
+
+def _finish(ob, ufunc, work, operand, tmp) -> None:
+    """``ob = ufunc(work, operand)``: straight into ``ob`` when it has the compute dtype,
+    else in ``work`` and then one rounding :func:`store`."""
+    if ob.dtype == work.dtype:
+        ufunc(work, operand, out=ob)
+    else:
+        ufunc(work, operand, out=work)
+        store(ob, work, tmp)
 
 
 def logsumexp_block(xb, work, c: Consts) -> np.ndarray:

@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 
 from softxent import _kernels
 from softxent._blocks import RowBlocks
-from softxent._rowwise import compute_dtype, for_each_block, work_buffer
+from softxent._rowwise import compute_dtype, for_each_block
 from softxent._validation import as_float_array, normalize_axis
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
@@ -121,11 +121,10 @@ def _map_rows(x: ArrayLike, axis: int, op: str) -> np.ndarray:
 
     def body(task, scratch, consts):
         xb, ob = blocks.block(0, task), blocks.block(1, task)
-        work = work_buffer(ob, scratch[0], ct)
         if op == "softmax":
-            _kernels.softmax_block(xb, ob, work, scratch[1], consts)
+            _kernels.softmax_block(xb, ob, scratch[0], scratch[1], consts)
         else:
-            _kernels.log_softmax_block(xb, ob, work, scratch[1], consts)
+            _kernels.log_softmax_block(xb, ob, scratch[0], scratch[1], consts)
 
     for_each_block(blocks, ct, body, num_scratch=2)
     return out
