@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
     float_dtypes,
     logit_scale,
     random_logits,
-    rng,
     random_probs,
     reductions,
+    rng,
     shapes_and_axis,
     torch_cross_entropy,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import softxent as sx
 
 inf, nan = np.inf, np.nan
 

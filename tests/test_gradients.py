@@ -5,14 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    FLOAT_DTYPES,
-    assert_close,
-    logit_scale,
-    random_logits,
-    random_probs,
-    torch_cross_entropy,
-)
 from test_cross_entropy import (
     INDEX_OPTIONS,
     PROB_OPTIONS,
@@ -22,6 +14,14 @@ from test_cross_entropy import (
 )
 
 import softxent as sx
+from conftest import (
+    FLOAT_DTYPES,
+    assert_close,
+    logit_scale,
+    random_logits,
+    random_probs,
+    torch_cross_entropy,
+)
 
 inf, nan = np.inf, np.nan
 
@@ -361,3 +361,39 @@ def test_finite_differences_soft_targets_unnormalised():
         lambda a: sx.cross_entropy(a, t, reduction="sum", label_smoothing=0.1), x
     )
     np.testing.assert_allclose(grad, numeric, **FD_TOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"reduction": "none"}, {"weight": "random"}],
+    ids=["plain", "smoothing", "none", "weight"],
+)
+def test_wide_rows_redone_with_a_shift_match_torch_in_place_too(dtype, options):
+    # Rows of >= 256 classes skip the max shift unless they overflow, underflow or hold
+    # inf/NaN; those rows are redone shifted, which in place needs the logits intact.
+    generator = np.random.default_rng(11)
+    x = (generator.standard_normal((9, 300)) * 3).astype(dtype)
+    big = 200 if dtype != np.float16 else 20
+    x[1, 5] = np.inf
+    x[2] += big
+    x[3] -= big * 1.5
+    x[4, 7] = np.nan
+    y = generator.integers(0, 300, size=9)
+    x[5, y[5]] = -np.inf
+    x[6, :] = -np.inf
+    y[6] = -100  # an ignored row of -inf: its gradient row is 0 (pytorch#11551)
+    options = dict(options)
+    if options.get("weight") == "random":
+        options["weight"] = generator.uniform(0.5, 2.0, size=300).astype(dtype)
+    fresh = sx.cross_entropy_with_grad(x, y, **options)
+    inplace = x.copy()
+    result = sx.cross_entropy_with_grad(inplace, y, out=inplace, **options)
+    assert result.grad is inplace
+    np.testing.assert_array_equal(np.asarray(result.loss), np.asarray(fresh.loss))
+    np.testing.assert_array_equal(result.grad, fresh.grad)
+    loss, grad = torch_cross_entropy(x, y, with_grad=True, **options)
+    assert_close(fresh.loss, loss, dtype, scale=logit_scale(x))
+    rows = [0, 1, 2, 3, 4, 5, 7, 8]  # the ignored -inf row: 0 here, NaN in torch
+    assert_close(fresh.grad[rows], grad[rows], dtype, scale=logit_scale(x))
+    assert (fresh.grad[6] == 0).all()

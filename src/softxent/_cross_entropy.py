@@ -161,6 +161,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         arrays.append(grad)
     blocks = RowBlocks(arrays, p.axis)
     grad_index = len(arrays) - 1
+    in_place = grad is p.x  # then the logits must survive the exponentials
     g_is_rows = isinstance(g_rows, np.ndarray)
 
     if p.t is None:
@@ -179,7 +180,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 None if p.wy is None else p.wy[lo:hi],
                 None if p.valid is None else p.valid[lo:hi],
                 g_rows[lo:hi] if g_is_rows else g_rows,
-                work_buffer(ob, scratch[0], p.ct),
+                work_buffer(ob, scratch[0], p.ct, in_place),
                 scratch[1] if needs_work2 else None,
                 ob,
                 consts,
@@ -200,7 +201,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 blocks.block(0, task),
                 blocks.block(1, task),
                 g_rows[lo:hi] if g_is_rows else g_rows,
-                work_buffer(ob, scratch[0], p.ct),
+                work_buffer(ob, scratch[0], p.ct, in_place),
                 scratch[1],
                 scratch[2],
                 ob,
@@ -232,7 +233,11 @@ def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     is most of the time of a call on a small input.
     """
     shape = p.x.shape
-    work = np.empty(shape, p.ct) if grad is None or grad.dtype != p.ct else grad
+    # In place, the logits must survive the exponentials: rows that overflow are redone.
+    if grad is None or grad.dtype != p.ct or grad is p.x:
+        work = np.empty(shape, p.ct)
+    else:
+        work = grad
     work2 = np.empty(shape, p.ct) if (p.smoothing and p.class_weight is not None) or (
         grad is not None and grad.dtype != p.ct
     ) else None  # fmt: skip

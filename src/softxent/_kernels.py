@@ -49,54 +49,87 @@ _ARANGE = np.arange(4096)
 _ARANGE.flags.writeable = False
 
 
-#: Rows whose max ``m`` satisfies ``|m| <= SAFE_MAX`` take ``exp(x)`` without subtracting
-#: ``m`` first: no term can overflow (``e**64 * C`` is far below float32's 3.4e38) and the
-#: largest cannot underflow, so the sum keeps full relative precision, and the block is
-#: spared one pass. Other rows (huge, infinite or NaN maxima) are shifted by their max.
-SAFE_MAX = 64.0
-#: ... but only for rows of at least this many classes, where the saved pass matters; the
-#: shifted form rounds less (``x - m`` is often exact, Sterbenz), so short rows such as the
-#: study note's keep torch's bits.
+#: Rows of at least this many classes take ``exp(x)`` without subtracting their max first,
+#: which spares the pass that finds the max (the pass that reads the block from memory).
+#: Short rows are shifted by their max as usual: there the pass costs little, and the shifted
+#: form rounds less (``x - m`` is often exact, Sterbenz), so inputs such as the study note's
+#: keep torch's bits.
 UNSHIFTED_MIN_CLASSES = 256
+#: An unshifted row is kept when ``TINY <= sum exp(x) <= HUGE``: then no term overflowed
+#: and the largest, at least ``TINY / C``, is far from float32's subnormals, so the sum has
+#: full relative precision. Other rows (huge, infinite or NaN logits) are redone shifted.
+_TINY, _HUGE = 2.0**-60, 2.0**100
 
 
 class Exp(NamedTuple):
-    """What :func:`exp_block` found out about each row of a block."""
+    """What :func:`exp_block` found out about each row of a block (all (R,), compute dtype).
 
-    m: np.ndarray  # (R,) row max, compute dtype
-    shift: np.ndarray  # (R,) what was subtracted before exp: 0 or m
-    gap: np.ndarray | float  # shift - m: (R,), or 0.0 when every row was shifted by its max
-    dot: np.ndarray | None  # (R,) row dot of (x - shift) with the requested weights
+    ``work`` holds ``exp(x - shift)``; ``ref`` is the reference value of the row:
+    ``log_sum = log sum_c exp(x_c - ref)`` and ``lse = ref + log_sum``.
+    """
+
+    ref: np.ndarray  # the row max (shifted rows) or the caller's reference (unshifted rows)
+    shift: np.ndarray | float  # what was subtracted before exp: the max, or 0
+    gap: np.ndarray | float  # shift - ref: x - ref = (x - shift) + gap
+    s: np.ndarray  # sum_c exp(x_c - shift)
+    log_sum: np.ndarray  # log sum_c exp(x_c - ref)
+    dot: np.ndarray | None  # row dot of (x - shift) with the requested weights
 
 
-def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None) -> Exp:
-    """Fill ``work`` with ``exp(x - shift)``, ``shift`` = 0 or the row max (see SAFE_MAX).
+def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None, ref=None) -> Exp:
+    """Fill ``work`` with ``exp(x - shift)`` and sum it, ``shift`` being 0 or the row max.
 
     ``dot_with`` (None, ``"sum"``, a (C,) vector or an (R, C) array) asks for the row dot
-    products of ``x - shift`` with it, taken before the exponential. With ``s`` the row sum
-    of ``work`` and ``gap = shift - m``: ``log(s exp(gap)) = log sum exp(x - m)`` and
-    ``x - m = (x - shift) + gap``. ``scratch`` (like ``work``) serves the dot products.
+    products of ``x - shift`` with it, taken before the exponential (``scratch``, like
+    ``work``, serves them). ``ref`` (R,) is the reference value for unshifted rows (default
+    0): the target's logit, say, so that ``log_sum`` is that class's loss directly. Every
+    row's result depends on that row alone, never on the block it was computed in.
     """
+    original = xb
     if xb.dtype != ct:
         xb = load(xb, work)  # work = x in the compute dtype; then everything in place
-    m = np.maximum.reduce(xb, axis=1)  # (R,) NaN if a NaN
+    rows = xb.shape[0]
     if xb.shape[1] >= UNSHIFTED_MIN_CLASSES:
-        safe = np.abs(m) <= SAFE_MAX  # False for NaN and inf
-        if safe.all():
-            dot = None if dot_with is None else _dot(xb, dot_with, scratch)
-            np.exp(xb, out=work)  # (R, C)
-            return Exp(m, np.zeros_like(m), -m, dot)
-        if safe.any():
-            shift = np.where(safe, 0, m).astype(ct, copy=False)  # (R,)
-            gap = shift - m
-        else:
-            shift, gap = m, 0.0
-    else:
-        shift, gap = m, 0.0
-    np.subtract(xb, shift[:, None], out=work)  # (R, C)
+        dot = None if dot_with is None else _dot(xb, dot_with, scratch)
+        np.exp(xb, out=work)  # (R, C)
+        s = _rowsum(work)  # (R,)
+        ref = np.zeros(rows, ct) if ref is None else ref
+        log_sum = np.log(s * np.exp(-ref))  # (R,) the product is >= 1 when ref = x[y]
+        kept = (s >= _TINY) & (s <= _HUGE) & np.isfinite(log_sum)
+        if kept.all():
+            return Exp(ref, 0.0, -ref, s, log_sum, dot)
+        e = Exp(ref, 0.0, -ref, s, log_sum, dot)
+        return _redo_shifted(original, work, ~kept, e, dot_with, ct)
+    m = np.maximum.reduce(xb, axis=1)  # (R,) NaN if the row has a NaN
+    np.subtract(xb, m[:, None], out=work)  # (R, C) <= 0
     dot = None if dot_with is None else _dot(work, dot_with, scratch)
     np.exp(work, out=work)
-    return Exp(m, shift, gap, dot)
+    s = _rowsum(work)
+    return Exp(m, m, 0.0, s, np.log(s), dot)
+
+
+def _redo_shifted(xb, work, redo, e: Exp, dot_with, ct) -> Exp:
+    """Recompute rows ``redo`` of an unshifted :func:`exp_block` shifted by their max.
+
+    ``xb`` is the caller's block (``work`` may have held its converted copy, now overwritten).
+    """
+    x = np.asarray(xb[redo], dtype=ct)  # (k, C) a copy
+    m = np.maximum.reduce(x, axis=1)  # (k,)
+    x -= m[:, None]
+    ref, s, log_sum = e.ref.copy(), e.s.copy(), e.log_sum.copy()
+    shift = np.zeros_like(ref)
+    ref[redo], shift[redo] = m, m
+    if e.dot is not None:
+        dot = e.dot.copy()
+        other = dot_with if isinstance(dot_with, str) or dot_with.ndim == 1 else dot_with[redo]
+        dot[redo] = _dot(x, other, np.empty_like(x))
+    else:
+        dot = None
+    np.exp(x, out=x)
+    work[redo] = x
+    s[redo] = _rowsum(x)
+    log_sum[redo] = np.log(s[redo])
+    return Exp(ref, shift, shift - ref, s, log_sum, dot)
 
 
 #: float16 bit pattern -> float32 value: a table lookup converts twice as fast as NumPy's cast.
@@ -136,22 +169,13 @@ def _dot(a, b, scratch):
     return _rowsum(a) if isinstance(b, str) else _rowdot(a, b, scratch)
 
 
-def _log_sum(work: np.ndarray, gap) -> tuple[np.ndarray, np.ndarray]:
-    """``(log sum_c exp(x_c - m), s)`` per row from ``work = exp(x - shift)``."""
-    s = _rowsum(work)  # (R,)
-    if isinstance(gap, float):  # every row shifted by its max
-        return np.log(s), s
-    return np.log(s * np.exp(gap)), s  # exp(0) == 1 exactly for shifted rows
-
-
 def softmax_block(xb, ob, work, work2, c: Consts) -> None:
     """``ob = exp(x - shift) * (1 / sum exp(x - shift))`` (torch multiplies by 1/s too).
 
     The exponentials go to the cache-resident scratch ``work`` and the output block is
     written once, by the last pass.
     """
-    exp_block(xb, work, c.ct)
-    s = _rowsum(work)  # (R,)
+    s = exp_block(xb, work, c.ct).s  # (R,)
     _finish(ob, np.multiply, work, (1.0 / s)[:, None], work2)
 
 
@@ -183,12 +207,11 @@ def logsumexp_block(xb, work, c: Consts) -> np.ndarray:
     with ``+inf`` give ``+inf`` (instead of NaN from ``inf - inf``), as in torch.
     """
     e = exp_block(xb, work, c.ct)
-    shift = e.shift.copy()  # (R,)
-    infinite = np.isinf(e.m)
-    if infinite.any():  # rare: redo those rows unshifted
-        work[infinite] = np.exp(np.asarray(xb[infinite], dtype=c.ct))
-        shift[infinite] = 0
-    return np.log(_rowsum(work)) + shift  # (R,)
+    lse = e.ref + e.log_sum  # (R,)
+    infinite = np.isinf(e.ref)  # only rows shifted by an infinite max
+    if infinite.any():  # rare: those rows unshifted, m' = 0
+        lse[infinite] = np.log(_rowsum(np.exp(np.asarray(xb[infinite], dtype=c.ct))))
+    return lse
 
 
 class IndexOptions(NamedTuple):
@@ -229,13 +252,14 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     x_y = xb[r, y]  # (R,) gathered first: work may be xb itself
     # With smoothing, also sum_c w_c (x_c - shift), before exp overwrites the block.
     weights = None if not eps else ("sum" if o.class_weight is None else o.class_weight)
-    e = exp_block(xb, work, c.ct, weights, work2)  # work = exp(x - shift)
-    log_sum, s = _log_sum(work, e.gap)  # (R,) log sum exp(x - m)
-    nll = log_sum - (x_y.astype(c.ct) - e.m)  # -lp[y]: no cancellation when x[y] is the max
+    x_y = x_y.astype(c.ct, copy=False)
+    e = exp_block(xb, work, c.ct, weights, work2, ref=x_y)  # work = exp(x - shift)
+    s, log_sum = e.s, e.log_sum  # (R,)
+    nll = log_sum + (e.ref - x_y)  # -lp[y] = lse - x[y]; e.ref is x[y] unless shifted
     w_target = 1.0 if wy is None else wy
     if eps:
-        # sum_c w_c (-lp_c) = W log_sum - sum_c w_c (x_c - m), the latter <= 0 termwise
-        wd = e.dot + o.weight_sum * e.gap  # (R,) sum_c w_c (x_c - m)
+        # sum_c w_c (-lp_c) = W log_sum - sum_c w_c (x_c - ref)
+        wd = e.dot + o.weight_sum * e.gap  # (R,) sum_c w_c (x_c - ref)
         smooth = o.weight_sum * log_sum - wd
         loss = (1.0 - eps) * (w_target * nll) + (eps / o.num_classes) * smooth
     else:
@@ -278,8 +302,8 @@ def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
         q = wq
     sum_q = _rowsum(q)  # (R,)
     e = exp_block(xb, work, c.ct, q, tmp)  # work = exp(x - shift); e.dot = sum q (x - shift)
-    log_sum, s = _log_sum(work, e.gap)
-    sum_qd = e.dot + sum_q * e.gap  # (R,) sum_c q_c (x_c - m)
+    s, log_sum = e.s, e.log_sum  # (R,)
+    sum_qd = e.dot + sum_q * e.gap  # (R,) sum_c q_c (x_c - ref)
     loss = sum_q * log_sum - sum_qd
     if ob is None:
         return loss

@@ -54,8 +54,14 @@ def for_each_block(
     run_parallel(work, tasks)
 
 
-def work_buffer(ob: np.ndarray | None, scratch: np.ndarray, ct: np.dtype) -> np.ndarray:
-    """The output block itself when it can hold the intermediate values, else ``scratch``."""
-    if ob is not None and ob.dtype == ct and ob.flags.c_contiguous:
+def work_buffer(
+    ob: np.ndarray | None, scratch: np.ndarray, ct: np.dtype, in_place: bool = False
+) -> np.ndarray:
+    """The output block itself when it can hold the intermediate values, else ``scratch``.
+
+    Not when computing in place: the kernels may need to reread the input after the
+    exponentials (rows redone with a shift, see ``exp_block``).
+    """
+    if ob is not None and not in_place and ob.dtype == ct and ob.flags.c_contiguous:
         return ob
     return scratch
