@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from softxent import _blocks, _kernels
 from softxent._blocks import RowBlocks
-from softxent._reduction import mean_scale, reduce_losses
+from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
 from softxent._validation import (
     as_class_indices,
@@ -94,17 +94,7 @@ def _prepare(
         ct = compute_dtype(x.dtype)
         class_weight = as_class_weight(weight, num_classes, ct)
         y, valid = as_class_indices(t, num_classes, ignore_index)
-        if class_weight is not None:
-            wy = class_weight[y]
-            if valid is not None:
-                wy[~valid] = 0
-            denominator = float(np.sum(wy, dtype=np.float64))
-        elif valid is not None:
-            wy = valid.astype(ct)
-            denominator = float(np.count_nonzero(valid))
-        else:
-            wy = None
-            denominator = float(y.size)
+        wy, denominator = target_weights(y, valid, class_weight, ct)
         return _Problem(
             x, axis, num_classes, batch_shape, reduction, smoothing, x.dtype, ct,
             class_weight, y=y, valid=valid, wy=wy, denominator=denominator,

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from softxent._cross_entropy import cross_entropy, cross_entropy_with_grad
-from softxent._reduction import mean_scale, reduce_losses
+from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
     as_class_indices,
@@ -123,13 +123,7 @@ def _prepare(
         cw = as_class_weight(class_weight, v, ct, name="class_weight")
         y, valid = as_class_indices(t, v, ignore_index)
         # The denominator of "mean", exactly as cross_entropy computes it on the full logits.
-        if cw is not None:
-            wy = cw[y]
-            if valid is not None:
-                wy[~valid] = 0
-            denominator = float(np.sum(wy, dtype=np.float64))
-        else:
-            denominator = float(n if valid is None else np.count_nonzero(valid))
+        denominator = target_weights(y, valid, cw, ct)[1]
         loss_dtype = h.dtype
     elif t.dtype.kind == "f":
         if t.shape != (n, v):

@@ -37,3 +37,21 @@ def mean_scale(reduction: str, denominator: float) -> float:
     if reduction != "mean":
         return 1.0
     return 1.0 / denominator if denominator != 0 else np.nan
+
+
+def target_weights(
+    y: np.ndarray, valid: np.ndarray | None, class_weight: np.ndarray | None, dtype: np.dtype
+) -> tuple[np.ndarray | None, float]:
+    """Each sample's target weight (0 if ignored; None: all ones) and the "mean" denominator.
+
+    The denominator of class-index targets: ``sum_n valid_n w[y_n]`` (the count of valid
+    samples when unweighted).
+    """
+    if class_weight is not None:
+        wy = class_weight[y]  # (rows,)
+        if valid is not None:
+            wy[~valid] = 0
+        return wy, float(np.sum(wy, dtype=np.float64))
+    if valid is not None:
+        return valid.astype(dtype), float(np.count_nonzero(valid))
+    return None, float(y.size)
