@@ -3,6 +3,7 @@ flags, and that every peer computes what softxent computes. Never asserts on tim
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -168,6 +169,9 @@ def test_a_failing_peer_is_reported_and_the_run_goes_on(capsys, monkeypatch):
         ("--repeat", "two"),
         ("--threads", "-1"),
         ("--ops", "cross_entropy,bogus"),
+        ("--suite", "numpy,bogus"),
+        ("--linear-shape", "4096x512"),
+        ("--linear-shape", "0x512x32000"),
     ],
 )
 def test_bad_flag_values_exit_2_naming_the_flag(capsys, flag, value):
@@ -287,3 +291,145 @@ def test_in_place_case_restores_the_logits_and_counts_no_output():
     np.testing.assert_allclose(grad, expected, rtol=2e-6, atol=2e-6 * max(1, np.abs(x).max()))
     timed.setup()
     np.testing.assert_array_equal(timed.buffers[0], x)
+
+
+# --------------------------------------------------------------------------- other suites
+
+IMPL_ROW_KEYS = {"op", "shape", "dtype", "floor", "floor_s", "times_s", "ratios"}
+IMPL_ROW_KEYS |= {"floor_ratio", "floor_ratios", "memory_bytes", "memory_method", "errors"}
+
+
+def run_suite(capsys, tmp_path, *argv: str) -> tuple[str, dict]:
+    path = tmp_path / "bench.json"
+    status = main(["bench", "--quick", "--repeat", "1", "--json", str(path), *argv])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "softxent-bench/1"
+    return captured.out, doc
+
+
+def _check_impl_rows(rows: list[dict], memory_method: str) -> None:
+    """Keys of docs/bench.md; ratios and floor ratios are quotients of the times."""
+    for row in rows:
+        assert set(row) == IMPL_ROW_KEYS
+        assert row["memory_method"] == memory_method
+        times = row["times_s"]
+        assert "softxent" in times and all(t > 0 for t in times.values())
+        assert set(row["ratios"]) == set(times) - {"softxent"}
+        for name, ratio in row["ratios"].items():
+            assert math.isclose(ratio, times[name] / times["softxent"], rel_tol=1e-12)
+        if row["floor"] is None:
+            assert row["floor_s"] is None and row["floor_ratios"] == {}
+            assert row["floor_ratio"] is None
+        else:
+            assert row["floor"] == "matmuls" and row["floor_s"] > 0
+            assert set(row["floor_ratios"]) == set(times)
+            for name, ratio in row["floor_ratios"].items():
+                assert math.isclose(ratio, times[name] / row["floor_s"], rel_tol=1e-12)
+            assert row["floor_ratio"] == row["floor_ratios"]["softxent"]
+        assert set(row["memory_bytes"]) == set(times)
+        assert all(isinstance(m, int) and m >= 0 for m in row["memory_bytes"].values())
+        assert row["errors"] == {}
+
+
+def test_linear_suite(capsys, tmp_path):
+    out, doc = run_suite(capsys, tmp_path, "--suite", "linear", "--linear-shape", "40x8x300")
+    assert doc["suites"] == ["linear"] and doc["rows"] == [] and doc["floors"] == []
+    assert "torch" not in doc and "distributed" not in doc
+    (row,) = doc["linear"]
+    assert row["op"] == "linear_cross_entropy_with_grad"
+    assert row["shape"] == [40, 8, 300] and row["dtype"] == "float32"
+    assert set(row["times_s"]) == {"softxent", "numpy_unfused"}
+    _check_impl_rows(doc["linear"], "tracemalloc")
+    # The unfused layer holds the (N, V) logits; the fused one only its chunk (N here).
+    assert row["memory_bytes"]["numpy_unfused"] >= 40 * 300 * 4
+    header, *body = table(out, "Linear suite")
+    assert header[:5] == ["operation", "shape", "dtype", "implementation", "time"]
+    assert [r[3] for r in body] == ["softxent", "numpy_unfused", "matmuls (floor)"]
+    assert body[0][1] == "40x8x300" and body[2][-2] == "1.00x"
+    assert "Time (median)" not in out  # the numpy suite did not run
+
+
+def test_torch_suite(capsys, tmp_path):
+    out, doc = run_suite(
+        capsys, tmp_path, "--suite", "torch", "--shape", "16x50", "--linear-shape", "24x8x100"
+    )
+    assert doc["suites"] == ["torch"] and "torch" in doc["versions"]
+    ce, linear = doc["torch"]
+    assert (ce["op"], ce["shape"]) == ("cross_entropy", [16, 50])
+    assert set(ce["times_s"]) == {"softxent", "softxent_inplace", "torch"}
+    assert (linear["op"], linear["shape"]) == ("linear_cross_entropy", [24, 8, 100])
+    expected = {"softxent", "torch_reference", "torch_lce", "torch_chunked"}
+    expected |= {"torch_chunked_ar1"}
+    cce = importlib.util.find_spec("cut_cross_entropy") is not None
+    assert set(linear["times_s"]) == expected | ({"cce"} if cce else set())
+    _check_impl_rows(doc["torch"], "ru_maxrss")
+    assert doc["suite_settings"]["torch"]["parallel_processes"] >= 1
+    _, *body = table(out, "Torch suite")
+    assert len(body) == 3 + len(linear["times_s"]) + 1  # + the floor line
+    assert [r[3] for r in body][:3] == ["softxent", "softxent_inplace", "torch"]
+    if not cce:
+        assert set(doc["skipped"]) == {"cce"}
+        assert "Peer cce skipped: not installed" in out
+
+
+def test_torch_child_sees_the_reference_paths_logits():
+    # The memory method itself: torch's reference path holds the (N, V) logits and their
+    # gradient, which ru_maxrss in a fresh process must see; the chunked softxent must not.
+    from softxent._bench.torch_suite import run_child
+
+    n, d, v = 512, 16, 4096
+    job = {"op": "linear_cross_entropy", "shape": [n, d, v], "dtype": "float32"}
+    job |= {"repeat": 1, "threads": 1, "memory": True, "tiny": [4, 8, 16]}
+    reference = run_child({**job, "impl": "torch_reference"})
+    fused = run_child({**job, "impl": "softxent"})
+    logits = n * v * 4  # 8 MiB
+    assert reference["memory_bytes"] >= logits
+    assert fused["memory_bytes"] < reference["memory_bytes"]
+    assert run_child({**job, "impl": "bogus"})["error"].startswith("ValueError: unknown")
+
+
+def test_distributed_suite(capsys, tmp_path):
+    out, doc = run_suite(capsys, tmp_path, "--suite", "distributed")
+    keys = {"world_size", "tokens", "hidden", "vocab", "seconds", "collectives", "bytes"}
+    keys |= {"per_token_vectors", "loss", "ratio"}
+    rows = doc["distributed"]
+    assert [r["world_size"] for r in rows] == [1, 2]  # --quick: world sizes 1 and 2 only
+    assert doc["suite_settings"]["distributed"]["world_sizes"] == [1, 2]
+    for row in rows:
+        assert set(row) == keys
+        assert math.isclose(row["ratio"], row["seconds"] / rows[0]["seconds"], rel_tol=1e-12)
+    assert rows[0]["collectives"] == 0 and rows[0]["bytes"] == 0
+    assert rows[1]["collectives"] > 0 and rows[1]["bytes"] > 0
+    assert math.isclose(rows[0]["loss"], rows[1]["loss"], rel_tol=1e-5)
+    header, *body = table(out, "Distributed suite")
+    assert header[0] == "world size" and [r[0] for r in body] == ["1", "2"]
+
+
+def test_suites_without_torch_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
+    from softxent.cli import _bench as bench_cli
+
+    monkeypatch.setattr(bench_cli, "_torch_version", lambda: None)
+    out, doc = run_suite(
+        capsys, tmp_path, "--suite", "linear,torch,distributed", "--linear-shape", "8x4x50"
+    )
+    assert doc["suites"] == ["linear"]
+    assert set(doc["skipped_suites"]) == {"torch", "distributed"}
+    assert "torch" not in doc and "distributed" not in doc
+    assert "Suite torch skipped: torch is not installed" in out
+    assert "Suite distributed skipped: torch is not installed" in out
+
+
+def test_suite_all_is_every_suite_in_order():
+    from softxent.cli._bench import SUITES, parse_suites
+
+    assert parse_suites(["all"]) == list(SUITES)
+    assert parse_suites(None) == ["numpy"]
+    assert parse_suites(["torch,numpy", "linear"]) == ["numpy", "linear", "torch"]
+
+
+def test_bench_case_moved_out_of_the_layer_module():
+    import softxent._linear_cross_entropy as layer
+
+    assert not hasattr(layer, "_bench_case")

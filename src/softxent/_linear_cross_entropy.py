@@ -429,34 +429,3 @@ def _grad_output_rows(
             f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
         )
     return np.full(n, float(g) * mean_scale(reduction, denominator), ct)
-
-
-def _bench_case(
-    n: int = 4096, d: int = 512, v: int = 32000, *, dtype=np.float32, seed: int = 0
-) -> dict[str, float]:
-    """Seconds of one fused forward+backward and of the three plain matmuls it contains.
-
-    The issue-7 target of ``softxent bench``: ``fused / matmuls <= 1.15`` at the default
-    sizes (float32). The matmuls are timed on a preallocated ``(n, v)`` array, the best case
-    for the unfused computation (which also needs the softmax passes on top).
-    """
-    import time
-
-    rng = np.random.default_rng(seed)
-    hidden = rng.standard_normal((n, d), dtype=np.float32).astype(dtype)
-    weight = (rng.standard_normal((v, d), dtype=np.float32) * 0.05).astype(dtype)
-    bias = np.zeros(v, dtype)
-    target = rng.integers(0, v, n)
-
-    start = time.perf_counter()
-    linear_cross_entropy_with_grad(hidden, weight, target, bias)
-    fused = time.perf_counter() - start
-
-    logits = np.empty((n, v), dtype)  # (N, V), allocated outside the timing
-    d_hidden, d_weight = np.empty((n, d), dtype), np.empty((v, d), dtype)
-    start = time.perf_counter()
-    np.matmul(hidden, weight.T, out=logits)
-    np.matmul(logits, weight, out=d_hidden)
-    np.matmul(logits.T, hidden, out=d_weight)
-    matmuls = time.perf_counter() - start
-    return {"fused_s": fused, "matmuls_s": matmuls, "ratio": fused / matmuls}

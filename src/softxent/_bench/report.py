@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import tempfile
 
+from softxent._bench.results import ImplRow, WorldRow
 from softxent._bench.runner import Report
 
 SCHEMA = "softxent-bench/1"
@@ -14,7 +16,7 @@ SCHEMA = "softxent-bench/1"
 
 def to_json(report: Report) -> dict:
     """A JSON-ready dict of ``report``: times in seconds, memory in bytes, shapes as lists."""
-    return {
+    doc = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": report.machine,
@@ -43,6 +45,31 @@ def to_json(report: Report) -> dict:
             }
             for r in report.rows
         ],
+        "suites": report.suites,
+        "skipped_suites": report.skipped_suites,
+        "suite_settings": report.settings,
+    }
+    for suite, rows in report.suite_rows.items():
+        doc[suite] = [_suite_row(r) for r in rows]
+    return doc
+
+
+def _suite_row(row: ImplRow | WorldRow) -> dict:
+    if isinstance(row, WorldRow):
+        return dataclasses.asdict(row)
+    return {
+        "op": row.op,
+        "shape": list(row.shape),
+        "dtype": row.dtype,
+        "floor": row.floor,
+        "floor_s": row.floor_seconds,
+        "times_s": row.times,
+        "ratios": row.ratios,
+        "floor_ratio": row.floor_ratio,
+        "floor_ratios": row.floor_ratios,
+        "memory_bytes": row.memory,
+        "memory_method": row.memory_method,
+        "errors": row.errors,
     }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 import softxent as sx
 from softxent._bench.peers import Peer
+from softxent._bench.results import SOFTXENT, MeasuredRow
 from softxent._bench.suites import (
     Case,
     Timed,
@@ -27,8 +28,6 @@ from softxent._bench.suites import (
     softxent_call,
 )
 from softxent._bench.timing import median_seconds, peak_extra_bytes
-
-SOFTXENT = "softxent"
 
 
 @dataclass
@@ -42,33 +41,8 @@ class Floor:
 
 
 @dataclass
-class Row:
-    """The results of one case. ``times`` and ``memory`` are keyed by implementation."""
-
-    op: str
-    shape: tuple[int, int]
-    dtype: str
-    floor: str | None  # "read", "copy" or None
-    floor_seconds: float | None
-    times: dict[str, float] = field(default_factory=dict)  # median seconds
-    memory: dict[str, int | None] = field(default_factory=dict)  # peak extra bytes
-    errors: dict[str, str] = field(default_factory=dict)  # implementation -> what failed
-
-    @property
-    def ratios(self) -> dict[str, float]:
-        """``peer time / softxent time`` per peer: above 1 means softxent is faster."""
-        base = self.times.get(SOFTXENT)
-        if not base:
-            return {}
-        return {k: t / base for k, t in self.times.items() if k != SOFTXENT}
-
-    @property
-    def floor_ratio(self) -> float | None:
-        """``softxent time / floor time``: 1 would be running at the bandwidth limit."""
-        base = self.times.get(SOFTXENT)
-        if base is None or not self.floor_seconds:
-            return None
-        return base / self.floor_seconds
+class Row(MeasuredRow):
+    """A row of the ``numpy`` suite: ``floor`` is ``"read"``, ``"copy"`` or None."""
 
 
 @dataclass
@@ -83,7 +57,12 @@ class Report:
     peers: list[str]
     skipped: dict[str, str]
     floors: list[Floor]
-    rows: list[Row]
+    rows: list[Row]  # the numpy suite's
+    suites: list[str] = field(default_factory=lambda: ["numpy"])  # the suites that ran
+    skipped_suites: dict[str, str] = field(default_factory=dict)  # suite -> why not
+    # The other suites' rows: "linear" and "torch" -> ImplRow, "distributed" -> WorldRow.
+    suite_rows: dict[str, list] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)  # suite -> its sizes
 
 
 def machine_info() -> dict[str, object]:
