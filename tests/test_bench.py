@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -270,6 +271,22 @@ def test_median_seconds_runs_setup_before_every_call():
     calls = []
     median_seconds(lambda: calls.append("fn"), repeat=3, setup=lambda: calls.append("setup"))
     assert calls == ["setup", "fn"] * 4  # one warm-up and three timed calls
+
+
+def test_median_seconds_loops_fast_calls_and_reports_the_time_per_call():
+    calls = []
+    seconds = median_seconds(lambda: calls.append(1), repeat=3, min_sample_seconds=0.002)
+    loops = (len(calls) - 2) // 3  # one warm-up and one calibration call, then 3 samples
+    assert loops > 10 and len(calls) == 2 + 3 * loops
+    assert 0 < seconds < 0.002 / 10
+
+
+def test_median_seconds_times_slow_calls_one_by_one():
+    calls = []
+    seconds = median_seconds(
+        lambda: (calls.append(1), time.sleep(0.003)), repeat=3, min_sample_seconds=0.002
+    )
+    assert len(calls) == 5 and seconds >= 0.003
 
 
 def test_peak_extra_bytes_counts_temporaries_not_outputs_or_in_place_writes():

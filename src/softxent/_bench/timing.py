@@ -6,6 +6,7 @@ before every call, e.g. to restore logits that the call overwrites in place).
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import tracemalloc
@@ -20,12 +21,18 @@ def median_seconds(
     repeat: int,
     warmup: int = 1,
     setup: Callable[[], object] | None = None,
+    min_sample_seconds: float = 0.01,
 ) -> float:
-    """Median wall-clock seconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls.
+    """Median wall-clock seconds per call of ``fn``, from ``repeat`` samples after ``warmup``.
 
     The warm-up pays one-off costs (JIT compilation, first-touch page faults of freshly
     allocated outputs, thread-pool start-up) that a steady-state training loop never sees.
     The median, not the mean, because a shared machine adds rare, large outliers.
+
+    A call faster than ``min_sample_seconds`` is timed as a loop of enough calls to fill
+    that time, divided by their number (as :mod:`timeit` does): a single call of a few
+    microseconds mostly measures cold caches and the timer. With ``setup`` (run before
+    every call, untimed) each sample is one call.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -33,13 +40,21 @@ def median_seconds(
         if setup is not None:
             setup()
         fn()
+    number = 1
+    if setup is None:
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        if once < min_sample_seconds:
+            number = min(100_000, math.ceil(min_sample_seconds / max(once, 1e-9)))
     times = []
     for _ in range(repeat):
         if setup is not None:
             setup()
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
     return statistics.median(times)
 
 
