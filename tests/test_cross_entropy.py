@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
+
 from conftest import (
     FLOAT_DTYPES,
     assert_close,

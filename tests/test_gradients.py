@@ -14,6 +14,7 @@ from test_cross_entropy import (
 )
 
 import softxent as sx
+
 from conftest import (
     FLOAT_DTYPES,
     assert_close,

@@ -15,6 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+import softxent as sx
+from softxent import _blocks
+
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
@@ -25,9 +29,6 @@ from conftest import (
     torch_logsumexp,
     torch_softmax,
 )
-
-import softxent as sx
-from softxent import _blocks
 
 
 def run_everything(x, axis, seed=0):

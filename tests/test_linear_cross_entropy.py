@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, logit_scale, random_probs, ref_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
+
+from conftest import assert_close, logit_scale, random_probs, ref_dtype
 
 N, D, V = 37, 6, 11  # N = 37 is not a multiple of any chunk size below but 1 and 37
 IGNORE = -100
@@ -314,8 +315,9 @@ def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threa
             hidden, weight, target, bias, chunk_size=chunk_size
         )
     )
-    # Allowed: the chunk buffer, the gradients and one (V, D) partial d_weight.
-    assert peak < budget + gradients + v * d * 4 + slack, peak
+    # Allowed: the chunk buffer and the gradients (d_weight's partial sums go through a
+    # 2 MiB scratch, inside the slack).
+    assert peak < budget + gradients + slack, peak
     peak_fwd = _peak_bytes(
         lambda: sx.linear_cross_entropy(hidden, weight, target, bias, chunk_size=chunk_size)
     )

@@ -7,6 +7,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
+
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
@@ -15,10 +20,6 @@ from conftest import (
     rtol_for,
     torch_cross_entropy,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import softxent as sx
 
 DEMO_LOGITS = np.array([[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]], np.float32)
 DEMO_TARGETS = np.array([1, 2, 0])

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softxent as sx
+
 from conftest import (
     FLOAT_DTYPES,
     assert_close,
@@ -14,10 +19,6 @@ from conftest import (
     torch_logsumexp,
     torch_softmax,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import softxent as sx
 
 inf, nan = np.inf, np.nan
 
