@@ -322,6 +322,24 @@ def test_retain_graph_backward_twice(backend, reduction):
     assert_close(xr.grad, 2 * ref_grad, torch.float64)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_upstream_of_ones_retained_accumulated_and_through_an_intermediate(backend, reduction):
+    """An upstream gradient of ones skips the scaling on CPU: the saved gradient is handed
+    to autograd as is, so a kept graph, accumulation into .grad and a chain rule through an
+    earlier op must all still see the right numbers."""
+    x, t, w = make_case((5, 4), False, True, True)
+    leaf = x.clone().requires_grad_(True)
+    loss = _cross_entropy(leaf * 3.0, t, w, make_options(reduction=reduction), backend)
+    ones = torch.ones_like(loss)
+    loss.backward(ones, retain_graph=True)
+    loss.backward(ones)
+    again = _cross_entropy(leaf * 3.0, t, w, make_options(reduction=reduction), backend)
+    again.sum().backward()
+    _, ref_grad = torch_and_grad(3.0 * x, t, w, ones, reduction=reduction)
+    assert_close(leaf.grad, 9.0 * ref_grad, torch.float64)
+
+
 def test_double_backward_raises():
     x, t, _ = make_case((5, 4), False, False, False)
     xr = x.clone().requires_grad_(True)

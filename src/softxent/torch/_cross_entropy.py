@@ -324,10 +324,25 @@ class _CrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         _refuse_double_backward("cross_entropy")
         (grad,) = ctx.saved_tensors
+        keep = _keep_graph()
+        if not keep and _all_ones_on_cpu(grad_output):
+            # CPU fast path: ``loss.backward()`` passes 1 and the saved gradient is already
+            # the answer; scaling it would be one more pass over a logits-sized tensor.
+            return grad, None, None, None, None
         g = grad_output.to(grad.dtype)
         if ctx.per_sample:
             g = g.unsqueeze(1)  # (N, 1, d1, ...) against the gradient's (N, C, d1, ...)
         # Scaling in place frees the saved gradient's memory for input.grad; when the
         # graph is kept for another backward it must stay intact.
-        grad_input = grad * g if _keep_graph() else grad.mul_(g)
+        grad_input = grad * g if keep else grad.mul_(g)
         return grad_input, None, None, None, None
+
+
+def _all_ones_on_cpu(grad_output: torch.Tensor) -> bool:
+    """Whether a CPU upstream gradient is all ones (read on the host: CPU only, no sync).
+
+    On other devices the answer would need a device-to-host copy, so it is not asked.
+    """
+    if grad_output.device.type != "cpu":
+        return False
+    return bool((grad_output == 1).all())
