@@ -43,10 +43,11 @@ __all__ = [
 ]
 
 #: Default memory budget of the chunk's logits buffer (bytes, in the compute dtype). With
-#: V = 32000 float32 classes a chunk is 64 MiB / (32000 * 4 B) = 524 tokens. Measured at
-#: N = 4096, D = 512 on 2 cores: chunks of 262 tokens ran the three matmuls 1.24x slower
-#: than unchunked, 524 tokens 1.08x, 1024 tokens 1.05x; 64 MiB is the knee.
-CHUNK_BYTES = 64 * 1024 * 1024
+#: V = 32000 float32 classes a chunk is 128 MiB / (32000 * 4 B) = 1048 tokens. Every
+#: chunk's matmuls read (and pack) the whole weight again, so small chunks are slow:
+#: measured at N = 4096, D = 512 on 2 cores, interleaved in one run, the fused layer took
+#: 1.28x the three unchunked matmuls with 524-token chunks, 1.19x with 786, 1.14x with 1048.
+CHUNK_BYTES = 128 * 1024 * 1024
 
 #: Bytes of the scratch that takes one slice of a chunk's ``d_weight`` before it is added
 #: to the accumulator: small enough to stay in cache, large enough for full-speed matmuls.
@@ -227,7 +228,7 @@ def linear_cross_entropy(
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.
     chunk_size : int, optional
-        Rows per chunk. Default: as many as fit in :data:`CHUNK_BYTES` (64 MiB) of logits
+        Rows per chunk. Default: as many as fit in :data:`CHUNK_BYTES` (128 MiB) of logits
         in the compute dtype.
 
     Returns

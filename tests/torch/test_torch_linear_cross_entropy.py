@@ -337,7 +337,7 @@ def test_forward_only_without_grad(backend, context, monkeypatch):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("chunk_size", [None, 4])
 def test_chunks_never_hold_all_logits(backend, chunk_size, monkeypatch):
-    n, v = 2000, 9000  # default chunk: 64 MiB / (9000 * 8 B) = 932 rows < n
+    n, v = 2000, 9000  # default chunk: 128 MiB / (9000 * 8 B) = 1864 rows < n
     seen = []
     if backend == "numpy":
         real = numpy_layer.cross_entropy_with_grad
