@@ -296,8 +296,10 @@ def _peak_bytes(fn) -> int:
 
 
 @pytest.mark.parametrize("chunk_size", [256, None])
-def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threads):
+def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threads, monkeypatch):
     """N=2048, V=8000: the full float32 logits would be 65.5 MB; the fused call stays below."""
+    # A budget below the logits, so that the default rule really splits N into chunks.
+    monkeypatch.setattr(sx._linear_cross_entropy, "CHUNK_BYTES", 16 * 2**20)
     sx.set_num_threads(2)  # the core's per-thread block scratch is part of the slack below
     n, d, v = 2048, 64, 8000
     r = np.random.default_rng(10)
