@@ -5,7 +5,8 @@ gradient of 1, or of 1 per element for ``reduction='none'``) and saves that grad
 the only logits-sized tensor; ``backward`` just scales it by the upstream gradient. On CPU
 the pass runs in softxent's NumPy kernels, zero-copy (``Tensor.numpy()`` shares memory);
 elsewhere (and for bfloat16, z-loss and softcap) it is the pure-torch kernel of
-:mod:`softxent.torch._rows`, which never synchronises with the host.
+:mod:`softxent.torch._algebra` (shared with tensor parallelism), which never
+synchronises with the host.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 
 import softxent as _sx
+from softxent.torch._algebra import rows_pass, single_process_plan
 from softxent.torch._options import LossOptions, make_options
-from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -240,52 +242,43 @@ def _loss_tensor(loss) -> torch.Tensor:
 def _forward_torch(input, target, weight, options, prob, need_grad):
     class_dim = 0 if input.ndim == 1 else 1
     num_classes = input.shape[class_dim]
-    if prob:
-        out_dtype = torch.promote_types(input.dtype, target.dtype)
-        if weight is not None:
-            out_dtype = torch.promote_types(out_dtype, weight.dtype)
-    else:
-        out_dtype = input.dtype
+    out_dtype = _out_dtype(input, target, weight, prob)
     ct = compute_dtype(out_dtype)
     moved = input.detach().movedim(class_dim, -1)  # (..., C), a view
     batch_shape = tuple(moved.shape[:-1])
-    x = moved.reshape(-1, num_classes).to(ct)  # (R, C); a copy only when needed
+    x = moved.reshape(-1, num_classes)  # (R, C); a copy only when needed
     rows = x.shape[0]
     w = None if weight is None else weight.detach().to(ct)
     if prob:
         t = target.detach().movedim(class_dim, -1).reshape(-1, num_classes).to(ct)  # (R, C)
-        denominator: Any = float(rows)
     else:
         t = target.reshape(-1).long()  # (R,)
         if input.device.type == "cpu":
             check_values_on_cpu(t, w, num_classes, options.ignore_index)
-        denominator = index_denominator(t, w, options.ignore_index, ct)
-    scale: Any = None
-    if need_grad:
-        if options.reduction != "mean":
-            scale = 1.0
-        elif prob:
-            scale = 1.0 / rows if rows else float("nan")
-        else:
-            scale = 1.0 / denominator
-    loss_rows, grad_rows = rows_cross_entropy(
-        x,
-        t,
-        w,
-        ignore_index=options.ignore_index,
-        label_smoothing=options.label_smoothing,
-        z_loss=options.z_loss,
-        softcap=options.softcap,
-        grad_scale=scale,
-    )
-    loss = reduce_rows(loss_rows, options.reduction, denominator, out_dtype, batch_shape)
-    if grad_rows is None:
+    plan = single_process_plan(options, num_classes, prob, ct)
+    rows_result = rows_pass(x, t, w, plan)
+    stats = rows_result.stats
+    denominator = mean_denominator(stats.valid, stats.target_weight, rows, ct, x.device)
+    loss = reduce_losses(stats.loss, options.reduction, denominator, out_dtype, batch_shape)
+    if not need_grad:
         return loss, None
+    row_scale = grad_row_scale(options.reduction, denominator, rows, ct)
+    grad_rows = rows_result.gradient_(row_scale)  # (R, C)
     grad = grad_rows.reshape(moved.shape).movedim(-1, class_dim)  # input's layout
     if options.inplace_backward:
         input.detach().copy_(grad)  # (bumps the shared version counter)
         return loss, input.detach()
     return loss, grad.to(input.dtype)
+
+
+def _out_dtype(input, target, weight, prob: bool) -> torch.dtype:
+    """The loss dtype: the logits' for class indices, the promotion of all three otherwise."""
+    if not prob:
+        return input.dtype
+    out_dtype = torch.promote_types(input.dtype, target.dtype)
+    if weight is not None:
+        out_dtype = torch.promote_types(out_dtype, weight.dtype)
+    return out_dtype
 
 
 def _keep_graph() -> bool:

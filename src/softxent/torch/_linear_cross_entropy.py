@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES
-from softxent.torch._cross_entropy import _keep_graph, _refuse_double_backward
+from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
+from softxent.torch._cross_entropy import _keep_graph, _out_dtype, _refuse_double_backward
 from softxent.torch._options import LossOptions, make_options
-from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -301,33 +302,27 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     dtype = hidden.dtype
     hidden, lw = hidden.detach(), lw.detach()
     bias = None if bias is None else bias.detach()
-    out_dtype = dtype
-    if prob:
-        out_dtype = torch.promote_types(dtype, target.dtype)
-        if weight is not None:
-            out_dtype = torch.promote_types(out_dtype, weight.dtype)
+    out_dtype = _out_dtype(hidden, target, weight, prob)
     ct = compute_dtype(out_dtype)  # of the chunk's cross-entropy
     acc = compute_dtype(dtype)  # of the weight and bias gradient accumulators
+    device = hidden.device
     w = None if weight is None else weight.detach().to(ct)
+    plan = single_process_plan(options, num_classes, prob, ct)
     if prob:
         t = target.detach().to(ct)  # (N, V)
-        denominator: Any = float(n)
+        valid, target_weight = None, None
     else:
         t = target.long()  # (N,)
-        if hidden.device.type == "cpu":
+        if device.type == "cpu":
             check_values_on_cpu(t, w, num_classes, options.ignore_index)
-        denominator = index_denominator(t, w, options.ignore_index, ct)
-
-    scale: Any = None  # d(loss)/d(loss_n): the chunk kernel's grad_scale
-    if any(needs):
-        if grad_output is not None:
-            scale = grad_output.detach().reshape(-1).to(ct)  # (N,)
-        elif options.reduction == "mean":
-            scale = (1.0 / n if n else float("nan")) if prob else 1.0 / denominator
-        else:
-            scale = 1.0
+        targets = class_targets(t, plan, w)
+        valid, target_weight = targets.valid, targets.weight
+    denominator = mean_denominator(valid, target_weight, n, ct, device)
+    if grad_output is not None:
+        row_coef = grad_output.detach().reshape(-1).to(ct)  # (N,) upstream, per token
+    else:
+        row_coef = grad_row_scale(options.reduction, denominator, n, ct)  # (N,)
     chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype)
-    device = hidden.device
     losses = torch.empty(n, dtype=ct, device=device)  # (N,)
     d_hidden = torch.empty((n, dim), dtype=dtype, device=device) if needs[0] else None
     d_weight = torch.zeros((num_classes, dim), dtype=acc, device=device) if needs[1] else None
@@ -335,22 +330,13 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     for i in range(0, n, chunk):  # shapes only: no host sync
         j = min(n, i + chunk)
         h = hidden[i:j]  # (c, D)
-        logits = F.linear(h, lw, bias).to(ct)  # (c, V), the layer's own dtype first
-        chunk_scale = scale[i:j] if isinstance(scale, torch.Tensor) and scale.ndim else scale
-        loss_c, d_logits = rows_cross_entropy(
-            logits,
-            t[i:j],
-            w,
-            ignore_index=options.ignore_index,
-            label_smoothing=options.label_smoothing,
-            z_loss=options.z_loss,
-            softcap=options.softcap,
-            grad_scale=chunk_scale,
-        )
-        del logits
-        losses[i:j] = loss_c
-        if d_logits is None:
+        # The layer's own dtype first, as F.linear would round it, then the compute dtype.
+        chunk_pass = rows_pass(F.linear(h, lw, bias), t[i:j], w, plan)
+        losses[i:j] = chunk_pass.stats.loss
+        if not any(needs):
             continue
+        d_logits = chunk_pass.gradient_(row_coef[i:j])  # (c, V)
+        del chunk_pass
         if d_hidden is not None:
             d_hidden[i:j] = d_logits.to(dtype) @ lw  # (c, D)
         if d_weight is not None:
@@ -358,7 +344,7 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         if d_bias is not None:
             d_bias += d_logits.sum(0).to(acc)  # (V,)
         del d_logits
-    loss = reduce_rows(losses, options.reduction, denominator, out_dtype, (n,))
+    loss = reduce_losses(losses, options.reduction, denominator, out_dtype, (n,))
     return (
         loss,
         d_hidden,
