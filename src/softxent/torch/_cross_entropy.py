@@ -18,7 +18,7 @@ import torch
 
 import softxent as _sx
 from softxent.torch._algebra import rows_pass, single_process_plan
-from softxent.torch._options import LossOptions, make_options
+from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
@@ -30,9 +30,6 @@ from softxent.torch._validation import (
 )
 
 __all__ = ["cross_entropy"]
-
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
-BACKENDS = ("auto", "numpy", "torch")
 
 
 def cross_entropy(
@@ -166,7 +163,7 @@ def _cross_entropy(
     weight = check_class_weight(weight, num_classes, input.device)
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
-    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    use_numpy = use_numpy_kernels(backend, options, [input, target, weight])
     needs_grad = torch.is_grad_enabled() and input.requires_grad
     if not needs_grad:  # no_grad / inference_mode / constant input: forward only
         return _forward(input, target, weight, options, prob, use_numpy, need_grad=False)[0]
@@ -177,23 +174,6 @@ def _cross_entropy(
             f"(shape {tuple(input.shape)}); use inplace_backward=False"
         )
     return _CrossEntropyFunction.apply(input, target, weight, options, (prob, use_numpy))
-
-
-def _choose_numpy(backend: str, options: LossOptions, input: torch.Tensor, target, weight) -> bool:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    tensors = [input, target] + ([weight] if weight is not None else [])
-    supported = (
-        options.numpy_compatible
-        and all(t.device.type == "cpu" for t in tensors)
-        and input.dtype in _NUMPY_DTYPES
-        and all(t.dtype != torch.bfloat16 for t in tensors)
-    )
-    if backend == "numpy" and not supported:
-        raise ValueError(
-            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
-        )
-    return supported and backend != "torch"
 
 
 def _forward(

@@ -30,7 +30,7 @@ import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES
 from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
 from softxent.torch._cross_entropy import _keep_graph, _out_dtype, _refuse_double_backward
-from softxent.torch._options import LossOptions, make_options
+from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
@@ -42,9 +42,6 @@ from softxent.torch._validation import (
 )
 
 __all__ = ["CHUNK_BYTES", "default_chunk_size", "linear_cross_entropy"]
-
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
-_BACKENDS = ("auto", "numpy", "torch")
 
 
 def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> int:
@@ -218,7 +215,7 @@ def _linear_cross_entropy(
     weight = check_class_weight(weight, num_classes, input.device)
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
-    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    use_numpy = use_numpy_kernels(backend, options, [input, target, weight])
     hidden = input.reshape(-1, dim)  # (N, D), a view when possible
     rows = target.reshape(-1, num_classes) if prob else target.reshape(-1)
     path = (prob, use_numpy)
@@ -228,23 +225,6 @@ def _linear_cross_entropy(
     else:  # no_grad / inference_mode / nothing to differentiate: forward only
         loss = _run(*layer, rows, weight, options, path, needs=(False,) * 3)[0]
     return loss.reshape(lead_shape) if options.reduction == "none" else loss
-
-
-def _choose_numpy(backend: str, options: LossOptions, input, target, weight) -> bool:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    tensors = [input, target] + ([weight] if weight is not None else [])
-    supported = (
-        options.numpy_compatible
-        and input.device.type == "cpu"
-        and input.dtype in _NUMPY_DTYPES
-        and all(t.dtype != torch.bfloat16 for t in tensors)
-    )
-    if backend == "numpy" and not supported:
-        raise ValueError(
-            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
-        )
-    return supported and backend != "torch"
 
 
 def _run(
