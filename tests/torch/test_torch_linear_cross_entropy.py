@@ -302,6 +302,31 @@ def test_retain_graph_backward_twice(backend, reduction):
         assert_close(tensor.grad, 2 * once, torch.float64)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_upstream_of_ones_retained_accumulated_and_through_an_intermediate(backend, reduction):
+    """An upstream gradient of ones hands the saved gradients to autograd as they are (no
+    scaling pass on CPU): a kept graph, accumulation into .grad and a chain rule through an
+    earlier op must all still see the right numbers."""
+    x, w, b, t, _ = make_layer(ignore=True)
+    layer = leaves(x, w, b)
+    options = make_options(reduction=reduction, chunk_size=3)
+
+    def run():
+        return _linear_cross_entropy(3.0 * layer[0], layer[1], t, layer[2], None, options, backend)
+
+    loss = run()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    run().backward()
+    expected = leaves(x, w, b)
+    F.cross_entropy(
+        F.linear(3.0 * expected[0], expected[1], expected[2]), t, reduction=reduction
+    ).backward()
+    for ours, ref in zip(layer, expected, strict=True):
+        assert_close(ours.grad, 3.0 * ref.grad, torch.float64)
+
+
 def test_double_backward_raises():
     x, w, b, t, _ = make_layer()
     layer = leaves(x, w, b)

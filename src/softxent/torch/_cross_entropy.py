@@ -18,6 +18,7 @@ import torch
 
 import softxent as _sx
 from softxent.torch._algebra import rows_pass, single_process_plan
+from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
@@ -27,6 +28,7 @@ from softxent.torch._validation import (
     check_target,
     check_values_on_cpu,
     compute_dtype,
+    loss_dtype,
 )
 
 __all__ = ["cross_entropy"]
@@ -222,7 +224,7 @@ def _loss_tensor(loss) -> torch.Tensor:
 def _forward_torch(input, target, weight, options, prob, need_grad):
     class_dim = 0 if input.ndim == 1 else 1
     num_classes = input.shape[class_dim]
-    out_dtype = _out_dtype(input, target, weight, prob)
+    out_dtype = loss_dtype(input, target, weight, prob)
     ct = compute_dtype(out_dtype)
     moved = input.detach().movedim(class_dim, -1)  # (..., C), a view
     batch_shape = tuple(moved.shape[:-1])
@@ -251,37 +253,6 @@ def _forward_torch(input, target, weight, options, prob, need_grad):
     return loss, grad.to(input.dtype)
 
 
-def _out_dtype(input, target, weight, prob: bool) -> torch.dtype:
-    """The loss dtype: the logits' for class indices, the promotion of all three otherwise."""
-    if not prob:
-        return input.dtype
-    out_dtype = torch.promote_types(input.dtype, target.dtype)
-    if weight is not None:
-        out_dtype = torch.promote_types(out_dtype, weight.dtype)
-    return out_dtype
-
-
-def _keep_graph() -> bool:
-    """Whether the running backward keeps the graph (``retain_graph=True``).
-
-    Unknown (no such hook in this torch) counts as kept: the out-of-place product is
-    always correct, only one gradient-sized allocation dearer.
-    """
-    getter = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return True if getter is None else bool(getter())
-
-
-def _refuse_double_backward(name: str) -> None:
-    # Grad mode is on inside backward only under create_graph=True. The saved gradient is
-    # a constant to autograd, so a second derivative would silently be wrong: refuse it.
-    if torch.is_grad_enabled():
-        raise RuntimeError(
-            f"softxent.torch.{name} does not support double backward "
-            "(create_graph=True): its gradient is precomputed in the forward; use "
-            "torch.nn.functional for higher-order derivatives"
-        )
-
-
 class _CrossEntropyFunction(torch.autograd.Function):
     """Forward: loss and gradient in one pass; backward: scale the saved gradient."""
 
@@ -295,27 +266,9 @@ class _CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward("cross_entropy")
+        refuse_double_backward("cross_entropy")
         (grad,) = ctx.saved_tensors
-        keep = _keep_graph()
-        if not keep and _all_ones_on_cpu(grad_output):
-            # CPU fast path: ``loss.backward()`` passes 1 and the saved gradient is already
-            # the answer; scaling it would be one more pass over a logits-sized tensor.
-            return grad, None, None, None, None
-        g = grad_output.to(grad.dtype)
-        if ctx.per_sample:
-            g = g.unsqueeze(1)  # (N, 1, d1, ...) against the gradient's (N, C, d1, ...)
-        # Scaling in place frees the saved gradient's memory for input.grad; when the
-        # graph is kept for another backward it must stay intact.
-        grad_input = grad * g if keep else grad.mul_(g)
+        grad_input = scale_saved_gradient(
+            grad, grad_output, keep=keep_graph(), per_sample=ctx.per_sample
+        )
         return grad_input, None, None, None, None
-
-
-def _all_ones_on_cpu(grad_output: torch.Tensor) -> bool:
-    """Whether a CPU upstream gradient is all ones (read on the host: CPU only, no sync).
-
-    On other devices the answer would need a device-to-host copy, so it is not asked.
-    """
-    if grad_output.device.type != "cpu":
-        return False
-    return bool((grad_output == 1).all())

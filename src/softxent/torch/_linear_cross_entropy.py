@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES
 from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
-from softxent.torch._cross_entropy import _keep_graph, _out_dtype, _refuse_double_backward
+from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
@@ -39,6 +39,7 @@ from softxent.torch._validation import (
     check_target,
     check_values_on_cpu,
     compute_dtype,
+    loss_dtype,
 )
 
 __all__ = ["CHUNK_BYTES", "default_chunk_size", "linear_cross_entropy"]
@@ -282,7 +283,7 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     dtype = hidden.dtype
     hidden, lw = hidden.detach(), lw.detach()
     bias = None if bias is None else bias.detach()
-    out_dtype = _out_dtype(hidden, target, weight, prob)
+    out_dtype = loss_dtype(hidden, target, weight, prob)
     ct = compute_dtype(out_dtype)  # of the chunk's cross-entropy
     acc = compute_dtype(dtype)  # of the weight and bias gradient accumulators
     device = hidden.device
@@ -350,21 +351,13 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward("linear_cross_entropy")
+        refuse_double_backward("linear_cross_entropy")
         if ctx.options.reduction == "none":
             layer = ctx.saved_tensors
             _, *grads = _run(
                 *layer, ctx.options, ctx.path, needs=ctx.needs, grad_output=grad_output
             )
         else:
-            keep = _keep_graph()
-            grads = [_scale(g, grad_output, keep) for g in ctx.saved_tensors]
+            keep = keep_graph()
+            grads = [scale_saved_gradient(g, grad_output, keep=keep) for g in ctx.saved_tensors]
         return (*grads, None, None, None, None)
-
-
-def _scale(grad: torch.Tensor | None, grad_output: torch.Tensor, keep: bool):
-    """``grad * grad_output``; in place (no new allocation) unless the graph is kept."""
-    if grad is None:
-        return None
-    factor = grad_output.to(grad.dtype)
-    return grad * factor if keep else grad.mul_(factor)
