@@ -17,9 +17,9 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from softxent.torch import CrossEntropyLoss, cross_entropy  # noqa: E402
+from softxent.torch._algebra import rows_pass, single_process_plan  # noqa: E402
 from softxent.torch._cross_entropy import _cross_entropy  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
-from softxent.torch._rows import rows_cross_entropy  # noqa: E402
 
 BACKENDS = ["numpy", "torch"]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -358,15 +358,9 @@ def test_forward_only_without_grad(backend, context, monkeypatch):
         raise AssertionError("a gradient was computed")
 
     monkeypatch.setattr(softxent, "cross_entropy_with_grad", fail)
-    import softxent.torch._cross_entropy as module
+    from softxent.torch import _algebra
 
-    real = module.rows_cross_entropy
-
-    def no_grad_rows(*args, grad_scale, **kwargs):
-        assert grad_scale is None, "a gradient was computed"
-        return real(*args, grad_scale=grad_scale, **kwargs)
-
-    monkeypatch.setattr(module, "rows_cross_entropy", no_grad_rows)
+    monkeypatch.setattr(_algebra.RowsPass, "gradient_", fail)
     with context():
         loss = _cross_entropy(xr, t, w, make_options(label_smoothing=0.2), backend)
     assert loss.grad_fn is None and not loss.requires_grad
@@ -412,16 +406,11 @@ def test_random_shapes_match_torch(rows, classes, spatial, reduction, smoothing,
 def test_generic_kernel_marks_out_of_range_targets_with_nan():
     """Off CPU a bad class index cannot raise without a host sync: its loss is NaN."""
     x = torch.zeros(3, 4)
-    result = rows_cross_entropy(
-        x,
-        torch.tensor([1, 7, -100]),
-        None,
-        ignore_index=-100,
-        label_smoothing=0.0,
-        z_loss=0.0,
-        softcap=None,
-        grad_scale=1.0,
-    )
+    plan = single_process_plan(make_options(), 4, False, torch.float32)
+    rows = rows_pass(x, torch.tensor([1, 7, -100]), None, plan)
+    grad = rows.gradient_(torch.ones(3))
+    result = rows.stats
+    assert torch.isnan(grad[1]).all() and not torch.isnan(grad[[0, 2]]).any()
     assert torch.isnan(result.loss[1]) and not torch.isnan(result.loss[[0, 2]]).any()
 
 

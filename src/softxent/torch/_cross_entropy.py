@@ -5,7 +5,8 @@ gradient of 1, or of 1 per element for ``reduction='none'``) and saves that grad
 the only logits-sized tensor; ``backward`` just scales it by the upstream gradient. On CPU
 the pass runs in softxent's NumPy kernels, zero-copy (``Tensor.numpy()`` shares memory);
 elsewhere (and for bfloat16, z-loss and softcap) it is the pure-torch kernel of
-:mod:`softxent.torch._rows`, which never synchronises with the host.
+:mod:`softxent.torch._algebra` (shared with tensor parallelism), which never
+synchronises with the host.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import numpy as np
 import torch
 
 import softxent as _sx
-from softxent.torch._options import LossOptions, make_options
-from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._algebra import rows_pass, single_process_plan
+from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
+from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -25,12 +28,10 @@ from softxent.torch._validation import (
     check_target,
     check_values_on_cpu,
     compute_dtype,
+    loss_dtype,
 )
 
 __all__ = ["cross_entropy"]
-
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
-BACKENDS = ("auto", "numpy", "torch")
 
 
 def cross_entropy(
@@ -164,7 +165,7 @@ def _cross_entropy(
     weight = check_class_weight(weight, num_classes, input.device)
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
-    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    use_numpy = use_numpy_kernels(backend, options, [input, target, weight])
     needs_grad = torch.is_grad_enabled() and input.requires_grad
     if not needs_grad:  # no_grad / inference_mode / constant input: forward only
         return _forward(input, target, weight, options, prob, use_numpy, need_grad=False)[0]
@@ -175,23 +176,6 @@ def _cross_entropy(
             f"(shape {tuple(input.shape)}); use inplace_backward=False"
         )
     return _CrossEntropyFunction.apply(input, target, weight, options, (prob, use_numpy))
-
-
-def _choose_numpy(backend: str, options: LossOptions, input: torch.Tensor, target, weight) -> bool:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    tensors = [input, target] + ([weight] if weight is not None else [])
-    supported = (
-        options.numpy_compatible
-        and all(t.device.type == "cpu" for t in tensors)
-        and input.dtype in _NUMPY_DTYPES
-        and all(t.dtype != torch.bfloat16 for t in tensors)
-    )
-    if backend == "numpy" and not supported:
-        raise ValueError(
-            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
-        )
-    return supported and backend != "torch"
 
 
 def _forward(
@@ -240,73 +224,33 @@ def _loss_tensor(loss) -> torch.Tensor:
 def _forward_torch(input, target, weight, options, prob, need_grad):
     class_dim = 0 if input.ndim == 1 else 1
     num_classes = input.shape[class_dim]
-    if prob:
-        out_dtype = torch.promote_types(input.dtype, target.dtype)
-        if weight is not None:
-            out_dtype = torch.promote_types(out_dtype, weight.dtype)
-    else:
-        out_dtype = input.dtype
+    out_dtype = loss_dtype(input, target, weight, prob)
     ct = compute_dtype(out_dtype)
     moved = input.detach().movedim(class_dim, -1)  # (..., C), a view
     batch_shape = tuple(moved.shape[:-1])
-    x = moved.reshape(-1, num_classes).to(ct)  # (R, C); a copy only when needed
+    x = moved.reshape(-1, num_classes)  # (R, C); a copy only when needed
     rows = x.shape[0]
     w = None if weight is None else weight.detach().to(ct)
     if prob:
         t = target.detach().movedim(class_dim, -1).reshape(-1, num_classes).to(ct)  # (R, C)
-        denominator: Any = float(rows)
     else:
         t = target.reshape(-1).long()  # (R,)
         if input.device.type == "cpu":
             check_values_on_cpu(t, w, num_classes, options.ignore_index)
-        denominator = index_denominator(t, w, options.ignore_index, ct)
-    scale: Any = None
-    if need_grad:
-        if options.reduction != "mean":
-            scale = 1.0
-        elif prob:
-            scale = 1.0 / rows if rows else float("nan")
-        else:
-            scale = 1.0 / denominator
-    loss_rows, grad_rows = rows_cross_entropy(
-        x,
-        t,
-        w,
-        ignore_index=options.ignore_index,
-        label_smoothing=options.label_smoothing,
-        z_loss=options.z_loss,
-        softcap=options.softcap,
-        grad_scale=scale,
-    )
-    loss = reduce_rows(loss_rows, options.reduction, denominator, out_dtype, batch_shape)
-    if grad_rows is None:
+    plan = single_process_plan(options, num_classes, prob, ct)
+    rows_result = rows_pass(x, t, w, plan)
+    stats = rows_result.stats
+    denominator = mean_denominator(stats.valid, stats.target_weight, rows, ct, x.device)
+    loss = reduce_losses(stats.loss, options.reduction, denominator, out_dtype, batch_shape)
+    if not need_grad:
         return loss, None
+    row_scale = grad_row_scale(options.reduction, denominator, rows, ct)
+    grad_rows = rows_result.gradient_(row_scale)  # (R, C)
     grad = grad_rows.reshape(moved.shape).movedim(-1, class_dim)  # input's layout
     if options.inplace_backward:
         input.detach().copy_(grad)  # (bumps the shared version counter)
         return loss, input.detach()
     return loss, grad.to(input.dtype)
-
-
-def _keep_graph() -> bool:
-    """Whether the running backward keeps the graph (``retain_graph=True``).
-
-    Unknown (no such hook in this torch) counts as kept: the out-of-place product is
-    always correct, only one gradient-sized allocation dearer.
-    """
-    getter = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return True if getter is None else bool(getter())
-
-
-def _refuse_double_backward(name: str) -> None:
-    # Grad mode is on inside backward only under create_graph=True. The saved gradient is
-    # a constant to autograd, so a second derivative would silently be wrong: refuse it.
-    if torch.is_grad_enabled():
-        raise RuntimeError(
-            f"softxent.torch.{name} does not support double backward "
-            "(create_graph=True): its gradient is precomputed in the forward; use "
-            "torch.nn.functional for higher-order derivatives"
-        )
 
 
 class _CrossEntropyFunction(torch.autograd.Function):
@@ -322,27 +266,9 @@ class _CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward("cross_entropy")
+        refuse_double_backward("cross_entropy")
         (grad,) = ctx.saved_tensors
-        keep = _keep_graph()
-        if not keep and _all_ones_on_cpu(grad_output):
-            # CPU fast path: ``loss.backward()`` passes 1 and the saved gradient is already
-            # the answer; scaling it would be one more pass over a logits-sized tensor.
-            return grad, None, None, None, None
-        g = grad_output.to(grad.dtype)
-        if ctx.per_sample:
-            g = g.unsqueeze(1)  # (N, 1, d1, ...) against the gradient's (N, C, d1, ...)
-        # Scaling in place frees the saved gradient's memory for input.grad; when the
-        # graph is kept for another backward it must stay intact.
-        grad_input = grad * g if keep else grad.mul_(g)
+        grad_input = scale_saved_gradient(
+            grad, grad_output, keep=keep_graph(), per_sample=ctx.per_sample
+        )
         return grad_input, None, None, None, None
-
-
-def _all_ones_on_cpu(grad_output: torch.Tensor) -> bool:
-    """Whether a CPU upstream gradient is all ones (read on the host: CPU only, no sync).
-
-    On other devices the answer would need a device-to-host copy, so it is not asked.
-    """
-    if grad_output.device.type != "cpu":
-        return False
-    return bool((grad_output == 1).all())

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES
-from softxent.torch._cross_entropy import _keep_graph, _refuse_double_backward
-from softxent.torch._options import LossOptions, make_options
-from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
+from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
+from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
+from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -38,12 +39,10 @@ from softxent.torch._validation import (
     check_target,
     check_values_on_cpu,
     compute_dtype,
+    loss_dtype,
 )
 
 __all__ = ["CHUNK_BYTES", "default_chunk_size", "linear_cross_entropy"]
-
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
-_BACKENDS = ("auto", "numpy", "torch")
 
 
 def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> int:
@@ -217,7 +216,7 @@ def _linear_cross_entropy(
     weight = check_class_weight(weight, num_classes, input.device)
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
-    use_numpy = _choose_numpy(backend, options, input, target, weight)
+    use_numpy = use_numpy_kernels(backend, options, [input, target, weight])
     hidden = input.reshape(-1, dim)  # (N, D), a view when possible
     rows = target.reshape(-1, num_classes) if prob else target.reshape(-1)
     path = (prob, use_numpy)
@@ -227,23 +226,6 @@ def _linear_cross_entropy(
     else:  # no_grad / inference_mode / nothing to differentiate: forward only
         loss = _run(*layer, rows, weight, options, path, needs=(False,) * 3)[0]
     return loss.reshape(lead_shape) if options.reduction == "none" else loss
-
-
-def _choose_numpy(backend: str, options: LossOptions, input, target, weight) -> bool:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    tensors = [input, target] + ([weight] if weight is not None else [])
-    supported = (
-        options.numpy_compatible
-        and input.device.type == "cpu"
-        and input.dtype in _NUMPY_DTYPES
-        and all(t.dtype != torch.bfloat16 for t in tensors)
-    )
-    if backend == "numpy" and not supported:
-        raise ValueError(
-            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
-        )
-    return supported and backend != "torch"
 
 
 def _run(
@@ -301,33 +283,27 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     dtype = hidden.dtype
     hidden, lw = hidden.detach(), lw.detach()
     bias = None if bias is None else bias.detach()
-    out_dtype = dtype
-    if prob:
-        out_dtype = torch.promote_types(dtype, target.dtype)
-        if weight is not None:
-            out_dtype = torch.promote_types(out_dtype, weight.dtype)
+    out_dtype = loss_dtype(hidden, target, weight, prob)
     ct = compute_dtype(out_dtype)  # of the chunk's cross-entropy
     acc = compute_dtype(dtype)  # of the weight and bias gradient accumulators
+    device = hidden.device
     w = None if weight is None else weight.detach().to(ct)
+    plan = single_process_plan(options, num_classes, prob, ct)
     if prob:
         t = target.detach().to(ct)  # (N, V)
-        denominator: Any = float(n)
+        valid, target_weight = None, None
     else:
         t = target.long()  # (N,)
-        if hidden.device.type == "cpu":
+        if device.type == "cpu":
             check_values_on_cpu(t, w, num_classes, options.ignore_index)
-        denominator = index_denominator(t, w, options.ignore_index, ct)
-
-    scale: Any = None  # d(loss)/d(loss_n): the chunk kernel's grad_scale
-    if any(needs):
-        if grad_output is not None:
-            scale = grad_output.detach().reshape(-1).to(ct)  # (N,)
-        elif options.reduction == "mean":
-            scale = (1.0 / n if n else float("nan")) if prob else 1.0 / denominator
-        else:
-            scale = 1.0
+        targets = class_targets(t, plan, w)
+        valid, target_weight = targets.valid, targets.weight
+    denominator = mean_denominator(valid, target_weight, n, ct, device)
+    if grad_output is not None:
+        row_coef = grad_output.detach().reshape(-1).to(ct)  # (N,) upstream, per token
+    else:
+        row_coef = grad_row_scale(options.reduction, denominator, n, ct)  # (N,)
     chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype)
-    device = hidden.device
     losses = torch.empty(n, dtype=ct, device=device)  # (N,)
     d_hidden = torch.empty((n, dim), dtype=dtype, device=device) if needs[0] else None
     d_weight = torch.zeros((num_classes, dim), dtype=acc, device=device) if needs[1] else None
@@ -335,22 +311,13 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     for i in range(0, n, chunk):  # shapes only: no host sync
         j = min(n, i + chunk)
         h = hidden[i:j]  # (c, D)
-        logits = F.linear(h, lw, bias).to(ct)  # (c, V), the layer's own dtype first
-        chunk_scale = scale[i:j] if isinstance(scale, torch.Tensor) and scale.ndim else scale
-        loss_c, d_logits = rows_cross_entropy(
-            logits,
-            t[i:j],
-            w,
-            ignore_index=options.ignore_index,
-            label_smoothing=options.label_smoothing,
-            z_loss=options.z_loss,
-            softcap=options.softcap,
-            grad_scale=chunk_scale,
-        )
-        del logits
-        losses[i:j] = loss_c
-        if d_logits is None:
+        # The layer's own dtype first, as F.linear would round it, then the compute dtype.
+        chunk_pass = rows_pass(F.linear(h, lw, bias), t[i:j], w, plan)
+        losses[i:j] = chunk_pass.stats.loss
+        if not any(needs):
             continue
+        d_logits = chunk_pass.gradient_(row_coef[i:j])  # (c, V)
+        del chunk_pass
         if d_hidden is not None:
             d_hidden[i:j] = d_logits.to(dtype) @ lw  # (c, D)
         if d_weight is not None:
@@ -358,7 +325,7 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         if d_bias is not None:
             d_bias += d_logits.sum(0).to(acc)  # (V,)
         del d_logits
-    loss = reduce_rows(losses, options.reduction, denominator, out_dtype, (n,))
+    loss = reduce_losses(losses, options.reduction, denominator, out_dtype, (n,))
     return (
         loss,
         d_hidden,
@@ -384,21 +351,13 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        _refuse_double_backward("linear_cross_entropy")
+        refuse_double_backward("linear_cross_entropy")
         if ctx.options.reduction == "none":
             layer = ctx.saved_tensors
             _, *grads = _run(
                 *layer, ctx.options, ctx.path, needs=ctx.needs, grad_output=grad_output
             )
         else:
-            keep = _keep_graph()
-            grads = [_scale(g, grad_output, keep) for g in ctx.saved_tensors]
+            keep = keep_graph()
+            grads = [scale_saved_gradient(g, grad_output, keep=keep) for g in ctx.saved_tensors]
         return (*grads, None, None, None, None)
-
-
-def _scale(grad: torch.Tensor | None, grad_output: torch.Tensor, keep: bool):
-    """``grad * grad_output``; in place (no new allocation) unless the graph is kept."""
-    if grad is None:
-        return None
-    factor = grad_output.to(grad.dtype)
-    return grad * factor if keep else grad.mul_(factor)

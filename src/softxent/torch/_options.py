@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from softxent._validation import check_ignore_index, check_label_smoothing, check_reduction
 
-__all__ = ["LossOptions", "make_options"]
+__all__ = ["BACKENDS", "LossOptions", "make_options", "use_numpy_kernels"]
+
+#: The paths a call can take: ``"auto"`` (softxent's NumPy kernels for the CPU tensors they
+#: support, else the pure-torch path), ``"numpy"`` (raise if unsupported) or ``"torch"``.
+BACKENDS = ("auto", "numpy", "torch")
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,26 @@ def _check_chunk_size(chunk_size: Any) -> int | None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
     return int(chunk_size)
+
+
+def use_numpy_kernels(
+    backend: str, options: LossOptions, tensors: Sequence[torch.Tensor | None]
+) -> bool:
+    """Whether a call on ``tensors`` (the logits or hidden states first) runs the NumPy kernels.
+
+    They need CPU tensors, float16/32/64 logits, no bfloat16 anywhere, and no option that
+    only the torch path implements (z-loss, softcap).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    present = [t for t in tensors if t is not None]
+    supported = (
+        options.numpy_compatible
+        and present[0].dtype in _NUMPY_DTYPES
+        and all(t.device.type == "cpu" and t.dtype != torch.bfloat16 for t in present)
+    )
+    if backend == "numpy" and not supported:
+        raise ValueError(
+            "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
+        )
+    return supported and backend != "torch"

@@ -20,6 +20,7 @@ __all__ = [
     "check_target",
     "check_values_on_cpu",
     "compute_dtype",
+    "loss_dtype",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -29,6 +30,17 @@ _HALF = (torch.float16, torch.bfloat16)
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half inputs are computed (and accumulated) in float32; the others in themselves."""
     return torch.float32 if dtype in _HALF else dtype
+
+
+def loss_dtype(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, prob: bool
+) -> torch.dtype:
+    """The loss's dtype, as torch's: the logits' for class indices; for probability targets
+    the promotion of the logits', the target's and the class weight's dtypes."""
+    if not prob:
+        return logits.dtype
+    dtype = torch.promote_types(logits.dtype, target.dtype)
+    return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
 
 
 def check_float_tensor(value: Any, name: str, *, min_ndim: int = 1) -> torch.Tensor:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
+from softxent.torch._algebra import AllReduce
 from softxent.torch.distributed._partition import check_layout, contiguous_starts
 
 
@@ -101,7 +103,7 @@ def _failure(what: str, purpose: str, size: int, err: BaseException) -> RuntimeE
 
 def all_reduce_(
     tensor: torch.Tensor,
-    op: dist.ReduceOp,
+    op: dist.ReduceOp.RedOpType,
     group: dist.ProcessGroup | None,
     what: str,
     purpose: str,
@@ -116,6 +118,18 @@ def all_reduce_(
     except RuntimeError as err:  # DistBackendError and gloo's timeouts are RuntimeErrors
         raise _failure(what, purpose, size, err) from err
     return tensor
+
+
+_OPS = {"max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
+
+
+def group_all_reduce(group: dist.ProcessGroup | None, what: str) -> AllReduce:
+    """The per-token all-reduce of the loss algebra over ``group``, for the loss ``what``."""
+
+    def reduce_(tensor: torch.Tensor, op: Literal["max", "sum"], purpose: str) -> torch.Tensor:
+        return all_reduce_(tensor, _OPS[op], group, what, purpose)
+
+    return reduce_
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +173,7 @@ def resolve_shard(
         dist.all_gather(pieces, mine, group=group)
     except RuntimeError as err:
         raise _failure(what, "all_gather of the shard layout", size, err) from err
-    pairs = [tuple(int(v) for v in piece.tolist()) for piece in pieces]  # once per shard
+    pairs = [(int(start), int(n)) for start, n in (p.tolist() for p in pieces)]  # once
     given = [start >= 0 for start, _ in pairs]
     if all(given):
         layout = pairs

@@ -7,9 +7,10 @@ import math
 import torch
 import torch.distributed as dist
 
-from softxent.torch.distributed import _kernel as K
-from softxent.torch.distributed import _validation as V
-from softxent.torch.distributed._comm import resolve_shard
+from softxent.torch._algebra import class_targets, rows_pass
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
+from softxent.torch.distributed._setup import Call, prepare
+from softxent.torch.distributed._validation import check_float, check_index_range
 
 _WHAT = "vocab_parallel_cross_entropy"
 
@@ -18,28 +19,21 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     """Forward computes the loss *and* d(loss)/d(local logits); backward only scales it."""
 
     @staticmethod
-    def forward(ctx, logits, target, class_weight, plan: K.Plan):  # logits (N, V)
-        n = logits.shape[0]
-        soft = target if plan.soft else None
+    def forward(ctx, logits, target, class_weight, call: Call):  # logits (N, V_r)
+        plan, n = call.plan, logits.shape[0]
         targets = None
         if not plan.soft:
-            targets = K.class_targets(target, plan, class_weight)
-            V.check_index_range(targets.bad, target, plan.shard.num_classes)
-        x = K.softcapped(logits, plan)  # (N, V) compute dtype
-        sums = K.LocalSums.empty(n, plan, logits.device)
-        every = slice(None)
-        exps = K.accumulate(sums, every, x, plan, targets, class_weight, soft)  # (N, V)
-        comb = K.combine(sums, plan, targets, class_weight)
+            targets = class_targets(target, plan, class_weight)
+            check_index_range(targets.bad, target, plan.num_classes)
+        rows = rows_pass(logits, target, class_weight, plan, targets)  # the collectives
+        stats = rows.stats
+        cdt = plan.compute_dtype
+        denominator = mean_denominator(stats.valid, stats.target_weight, n, cdt, logits.device)
         if ctx.needs_input_grad[0]:
-            # p = exp(x - m_r) * exp(m_r - m) / S: reuse the exponentials of the forward.
-            scale = comb.rescale * (-comb.log_sum_exp).exp()  # (N,)
-            probs = exps.mul_(scale[:, None]) if exps.shape[1] else exps
-            grad = K.logits_grad_(
-                probs, every, x, plan, comb, targets, class_weight, soft, comb.row_scale
-            )
-            ctx.save_for_backward(grad.to(logits.dtype))  # (N, V), unscaled by grad_output
-        ctx.reduction = plan.reduction
-        return comb.loss
+            grad = rows.gradient_(grad_row_scale(call.reduction, denominator, n, cdt))
+            ctx.save_for_backward(grad.to(logits.dtype))  # (N, V_r), unscaled by grad_output
+        ctx.reduction = call.reduction
+        return reduce_losses(stats.loss, call.reduction, denominator, call.out_dtype, (n,))
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -152,33 +146,27 @@ def vocab_parallel_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(logits, target, label_smoothing=0.3)))
     True
     """
-    V.check_float(local_logits, "local_logits")
+    check_float(local_logits, "local_logits")
     if local_logits.ndim < 1:
         raise ValueError("local_logits must have at least 1 dimension (classes last), got 0-d")
-    reduction, eps, z, cap, ignore_index = V.check_options(
+    leading = tuple(local_logits.shape[:-1])
+    local_classes = local_logits.shape[-1]
+    call, target2d, class_weight = prepare(
+        _WHAT,
+        dtype=local_logits.dtype,
+        device=local_logits.device,
+        leading=leading,
+        local_classes=local_classes,
+        target=target,
+        group=group,
+        vocab_start=vocab_start,
+        weight=weight,
+        ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
-        ignore_index=ignore_index,
-        vocab_start=vocab_start,
     )
-    leading = tuple(local_logits.shape[:-1])
-    local_classes = local_logits.shape[-1]
-    soft = V.check_targets(target, leading, local_classes, ignore_index)
-    weight = V.check_class_weight(weight, local_classes, local_logits.dtype, soft)
-    dtypes = [local_logits.dtype]
-    if soft:
-        dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
-    out_dtype = local_logits.dtype
-    for dtype in dtypes[1:]:
-        out_dtype = torch.promote_types(out_dtype, dtype)
-    cdt = V.compute_dtype(*dtypes)
-    shard = resolve_shard(group, local_classes, vocab_start, local_logits.device, _WHAT)
-    plan = K.Plan(_WHAT, group, shard, reduction, eps, z, cap, soft, ignore_index, cdt, out_dtype)
-    n = math.prod(leading)
-    logits2d = local_logits.reshape(n, local_classes)  # (N, V_r)
-    target2d = target.reshape(n, local_classes).to(cdt) if soft else target.reshape(n)
-    class_weight = weight.to(cdt) if weight is not None else None
-    loss = _VocabParallelCrossEntropy.apply(logits2d, target2d, class_weight, plan)
-    return loss.reshape(leading) if reduction == "none" else loss
+    logits2d = local_logits.reshape(math.prod(leading), local_classes)  # (N, V_r)
+    loss = _VocabParallelCrossEntropy.apply(logits2d, target2d, class_weight, call)
+    return loss.reshape(leading) if call.reduction == "none" else loss

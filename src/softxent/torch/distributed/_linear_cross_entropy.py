@@ -8,9 +8,19 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from softxent.torch.distributed import _kernel as K
-from softxent.torch.distributed import _validation as V
-from softxent.torch.distributed._comm import all_reduce_, resolve_shard
+from softxent.torch._algebra import (
+    LocalSums,
+    accumulate,
+    class_targets,
+    combine,
+    logits_grad_,
+    probabilities,
+    softcapped,
+)
+from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
+from softxent.torch.distributed._comm import all_reduce_
+from softxent.torch.distributed._setup import Call, prepare
+from softxent.torch.distributed._validation import check_float, check_index_range
 
 _WHAT = "vocab_parallel_linear_cross_entropy"
 # Default chunk: about 2**22 logits (16 MiB in float32) per chunk, whatever V_r is.
@@ -43,52 +53,55 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, inp, lin_weight, lin_bias, target, class_weight, plan: K.Plan, chunk: int):
-        n = inp.shape[0]  # inp (N, H), lin_weight (V, H), lin_bias (V,) or None
+    def forward(ctx, inp, lin_weight, lin_bias, target, class_weight, call: Call, chunk: int):
+        plan, n = call.plan, inp.shape[0]  # inp (N, H), lin_weight (V_r, H), lin_bias (V_r,)
         targets = None
         if not plan.soft:
-            targets = K.class_targets(target, plan, class_weight)
-            V.check_index_range(targets.bad, target, plan.shard.num_classes)
-        sums = K.LocalSums.empty(n, plan, inp.device)
+            targets = class_targets(target, plan, class_weight)
+            check_index_range(targets.bad, target, plan.num_classes)
+        sums = LocalSums.empty(n, plan, inp.device)
         for rows in _chunks(n, chunk):
-            x = K.softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V)
+            x = softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V_r)
             soft = target[rows] if plan.soft else None
-            K.accumulate(sums, rows, x, plan, targets, class_weight, soft)
-        comb = K.combine(sums, plan, targets, class_weight)
+            accumulate(sums, rows, x, plan, targets, class_weight, soft)
+        stats = combine(sums, plan, targets, class_weight)
+        cdt = plan.compute_dtype
+        denominator = mean_denominator(stats.valid, stats.target_weight, n, cdt, inp.device)
         ctx.save_for_backward(inp, lin_weight, lin_bias, target, class_weight)
-        ctx.plan, ctx.chunk, ctx.comb, ctx.targets = plan, chunk, comb, targets
-        return comb.loss
+        ctx.call, ctx.chunk, ctx.stats, ctx.targets = call, chunk, stats, targets
+        ctx.row_scale = grad_row_scale(call.reduction, denominator, n, cdt)
+        return reduce_losses(stats.loss, call.reduction, denominator, call.out_dtype, (n,))
 
     @staticmethod
     def backward(ctx, grad_output):
         inp, lin_weight, lin_bias, target, class_weight = ctx.saved_tensors
-        plan, comb, targets = ctx.plan, ctx.comb, ctx.targets
+        call, stats, targets = ctx.call, ctx.stats, ctx.targets
+        plan = call.plan
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         cdt = plan.compute_dtype
-        n = inp.shape[0]
-        coef = comb.row_scale * grad_output.to(cdt)  # (N,): reduction share x upstream
-        weight_c = lin_weight.to(cdt)  # (V, H)
+        coef = ctx.row_scale * grad_output.to(cdt)  # (N,): reduction share x upstream
+        weight_c = lin_weight.to(cdt)  # (V_r, H)
         grad_input = torch.zeros(inp.shape, dtype=cdt, device=inp.device) if need_input else None
         grad_weight = torch.zeros_like(weight_c) if need_weight else None
         grad_bias = (
             torch.zeros(lin_weight.shape[0], dtype=cdt, device=inp.device) if need_bias else None
         )
-        for rows in _chunks(n, ctx.chunk):
-            x = K.softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V)
+        for rows in _chunks(inp.shape[0], ctx.chunk):
+            x = softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V_r)
             soft = target[rows] if plan.soft else None
-            probs = K.probabilities(x, rows, comb)  # (n, V)
-            grad = K.logits_grad_(
-                probs, rows, x, plan, comb, targets, class_weight, soft, coef[rows]
-            )  # (n, V): d loss / d this chunk's local logits
+            probs = probabilities(x, rows, stats)  # (n, V_r)
+            grad = logits_grad_(
+                probs, rows, x, plan, stats, targets, class_weight, soft, coef[rows]
+            )  # (n, V_r): d loss / d this chunk's local logits
             if grad_input is not None:
                 grad_input[rows] = grad @ weight_c  # (n, H), this rank's classes only
             if grad_weight is not None:
-                grad_weight.addmm_(grad.T, inp[rows].to(cdt))  # (V, H)
+                grad_weight.addmm_(grad.T, inp[rows].to(cdt))  # (V_r, H)
             if grad_bias is not None:
-                grad_bias += grad.sum(dim=0)  # (V,)
+                grad_bias += grad.sum(dim=0)  # (V_r,)
         if grad_input is not None:
             all_reduce_(
-                grad_input, dist.ReduceOp.SUM, plan.group, plan.what, "input-gradient all-reduce"
+                grad_input, dist.ReduceOp.SUM, call.group, call.what, "input-gradient all-reduce"
             )
             grad_input = grad_input.to(inp.dtype)
         if grad_weight is not None:
@@ -177,8 +190,8 @@ def vocab_parallel_linear_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(h @ w.T, y)))
     True
     """
-    V.check_float(input, "input")
-    V.check_float(local_linear_weight, "local_linear_weight")
+    check_float(input, "input")
+    check_float(local_linear_weight, "local_linear_weight")
     if input.ndim < 1:
         raise ValueError("input must have at least 1 dimension (features last), got 0-d")
     hidden = input.shape[-1]
@@ -194,7 +207,7 @@ def vocab_parallel_linear_cross_entropy(
         )
     local_classes = local_linear_weight.shape[0]
     if local_linear_bias is not None:
-        V.check_float(local_linear_bias, "local_linear_bias")
+        check_float(local_linear_bias, "local_linear_bias")
         if tuple(local_linear_bias.shape) != (local_classes,):
             raise ValueError(
                 f"local_linear_bias must have shape ({local_classes},), "
@@ -205,17 +218,23 @@ def vocab_parallel_linear_cross_entropy(
                 f"local_linear_bias must have input's dtype {input.dtype}, "
                 f"got {local_linear_bias.dtype}"
             )
-    reduction, eps, z, cap, ignore_index = V.check_options(
+    leading = tuple(input.shape[:-1])
+    call, target2d, class_weight = prepare(
+        _WHAT,
+        dtype=input.dtype,
+        device=input.device,
+        leading=leading,
+        local_classes=local_classes,
+        target=target,
+        group=group,
+        vocab_start=vocab_start,
+        weight=weight,
+        ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
-        ignore_index=ignore_index,
-        vocab_start=vocab_start,
     )
-    leading = tuple(input.shape[:-1])
-    soft = V.check_targets(target, leading, local_classes, ignore_index)
-    weight = V.check_class_weight(weight, local_classes, input.dtype, soft)
     n = math.prod(leading)
     if chunk_size is None:
         chunk = default_chunk_size(n, local_classes)
@@ -225,19 +244,8 @@ def vocab_parallel_linear_cross_entropy(
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     else:
         chunk = chunk_size
-    dtypes = [input.dtype]
-    if soft:
-        dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
-    out_dtype = input.dtype
-    for dtype in dtypes[1:]:
-        out_dtype = torch.promote_types(out_dtype, dtype)
-    cdt = V.compute_dtype(*dtypes)
-    shard = resolve_shard(group, local_classes, vocab_start, input.device, _WHAT)
-    plan = K.Plan(_WHAT, group, shard, reduction, eps, z, cap, soft, ignore_index, cdt, out_dtype)
     input2d = input.reshape(n, hidden)  # (N, H)
-    target2d = target.reshape(n, local_classes).to(cdt) if soft else target.reshape(n)
-    class_weight = weight.to(cdt) if weight is not None else None
     loss = _VocabParallelLinearCrossEntropy.apply(
-        input2d, local_linear_weight, local_linear_bias, target2d, class_weight, plan, chunk
+        input2d, local_linear_weight, local_linear_bias, target2d, class_weight, call, chunk
     )
-    return loss.reshape(leading) if reduction == "none" else loss
+    return loss.reshape(leading) if call.reduction == "none" else loss
