@@ -38,6 +38,13 @@ def register(subparsers: Any) -> None:
             "are not installed are skipped with a note. See docs/bench.md."
         ),
     )
+    _add_selection_flags(parser)
+    _add_run_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """What to measure: the suites, shapes, dtypes and operations."""
     parser.add_argument(
         "--suite",
         action="append",
@@ -79,6 +86,10 @@ def register(subparsers: Any) -> None:
         metavar="OP",
         help=f"numpy-suite operations to run, comma-separated (default: all): {', '.join(OPS)}",
     )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How to measure, and where the results go."""
     parser.add_argument(
         "--repeat",
         default="5",
@@ -112,7 +123,6 @@ def register(subparsers: Any) -> None:
             f"{'x'.join(map(str, QUICK_LINEAR_SHAPE))}, world sizes 1 and 2) for a smoke test"
         ),
     )
-    parser.set_defaults(func=run)
 
 
 # --------------------------------------------------------------------------- flags
