@@ -142,7 +142,8 @@ def _jax_functions(jax: ModuleType) -> dict[str, Callable]:
         return jnp.mean(jax.nn.logsumexp(x, axis=-1) - picked(x, y))
 
     def cross_entropy_options(x, y, w, ignore_index, eps):
-        # torch's rules (spec 6.3): both terms divided by the target weights of valid rows.
+        # As torch with label smoothing: the nll and the smoothing term are both divided by
+        # sum_n w[y[n]] over valid rows, though the smoothing term weighs every class.
         valid = y != ignore_index  # (N,)
         safe = jnp.where(valid, y, 0)
         lp = jax.nn.log_softmax(x, axis=-1)  # (N, C)
