@@ -329,12 +329,22 @@ class _Results:
 
 def _compute(case: _Case) -> _Results:
     """Every number of the walk-through, from the public API; validates first."""
-    x, y, w = case.logits, case.target, case.weight
-    options: dict[str, Any] = {"weight": w, "ignore_index": case.ignore_index}
+    x, y = case.logits, case.target
+    options: dict[str, Any] = {"weight": case.weight, "ignore_index": case.ignore_index}
     options["label_smoothing"] = case.label_smoothing
     with user_input(_OPTION_OF):  # bad input fails here, before anything prints
         result = sx.cross_entropy_with_grad(x, y, **options)
-    n_samples, n_classes = x.shape
+    losses = sx.cross_entropy(x, y, reduction="none", **options)
+    probs, log_probs, lse = sx.softmax(x), sx.log_softmax(x), sx.logsumexp(x)
+    return _Results(result, losses, probs, log_probs, lse, *_targets(case))
+
+
+def _targets(
+    case: _Case,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The ``_Results`` fields from ``ids`` on: the targets as the loss sees them."""
+    y, w = case.target, case.weight
+    n_samples, n_classes = case.logits.shape
     w64 = np.ones(n_classes) if w is None else np.asarray(w, dtype=np.float64)  # (C,)
     if case.probabilities:
         valid = np.ones(n_samples, dtype=bool)
@@ -350,19 +360,7 @@ def _compute(case: _Case) -> _Results:
     eps = case.label_smoothing
     if eps > 0:
         q = np.where(valid[:, None], (1 - eps) * q + eps / n_classes, 0.0)
-    return _Results(
-        result=result,
-        losses=sx.cross_entropy(x, y, reduction="none", **options),
-        probs=sx.softmax(x),
-        log_probs=sx.log_softmax(x),
-        lse=sx.logsumexp(x),
-        ids=ids,
-        valid=valid,
-        onehot=onehot,
-        q=q,
-        w64=w64,
-        denominator=denominator,
-    )
+    return ids, valid, onehot, q, w64, denominator
 
 
 def _walkthrough(case: _Case, r: _Results) -> list[str]:
