@@ -38,7 +38,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # for _stdlib_
 import _stdlib_corpus as corpus
 
 import softxent as sx
-from softxent.cli._progress import Progress
 
 UNK, BOS = "<unk>", "<s>"  # unknown word; start-of-document padding (an input, never a target)
 
@@ -226,6 +225,40 @@ def save_plot(path: str, history: list[tuple[int, float, float]], baseline: floa
     plt.close(fig)
 
 
+class Progress:
+    """``training [#####-----]  40%  1,234 words/s`` on stderr, redrawn in place.
+
+    Drawn only when stderr is a terminal, so logs and tests stay clean.
+    """
+
+    def __init__(self, total: int, width: int = 24) -> None:
+        self.total, self.width, self.done = total, width, 0
+        self.enabled = sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.draw()
+            sys.stderr.write("\n")
+
+    def update(self, words: int) -> None:
+        self.done += words
+        if self.enabled and time.perf_counter() - self.last >= 0.1:  # at most 10 a second
+            self.draw()
+
+    def draw(self) -> None:
+        self.last = time.perf_counter()
+        fraction = min(1.0, self.done / self.total)
+        filled = round(fraction * self.width)
+        rate = self.done / max(self.last - self.start, 1e-9)
+        bar = "#" * filled + "-" * (self.width - filled)
+        sys.stderr.write(f"\rtraining [{bar}] {fraction:4.0%}  {rate:,.0f} words/s ")
+        sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plot:
@@ -259,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_at = set(np.linspace(0, steps, evaluations + 1).astype(int)[1:])
     history: list[tuple[int, float, float]] = []
     running, order = [], np.empty(0, np.int64)
-    with Progress(steps * args.batch, desc="training", unit="words") as bar:
+    with Progress(steps * args.batch) as bar:
         for step in range(1, steps + 1):
             if len(order) < args.batch:  # a new pass over the data, in a new random order
                 order = np.concatenate([order, rng.permutation(len(train.targets))])

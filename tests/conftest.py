@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 
 import softxent as sx
+from softxent._tolerance import logit_scale, rtol_for  # noqa: F401 (logit_scale: for the tests)
 
 # The oracles run thousands of tiny torch calls; with intra-op threads on a loaded machine
 # each autograd call costs ~30 ms of spinning instead of ~0.1 ms.
@@ -23,29 +24,14 @@ torch.set_num_threads(1)
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
-#: Relative tolerance per dtype; the absolute tolerance is ``rtol * scale`` where ``scale``
-#: is chosen by the test (usually ``max(1, max|logit|)``, since ``x - max(x)`` cancels).
-RTOL = {
-    np.dtype(np.float16): 1e-3,
-    np.dtype(np.float32): 2e-6,
-    np.dtype(np.float64): 1e-12,
-}
-
-
-def rtol_for(dtype) -> float:
-    return RTOL[np.dtype(dtype)]
+# Relative tolerance per dtype (owned by softxent._tolerance, which `softxent demo` uses too);
+# the absolute tolerance is ``rtol * scale`` where ``scale`` is chosen by the test (usually
+# ``logit_scale(x)`` = ``max(1, max|logit|)``, since ``x - max(x)`` cancels).
 
 
 def ref_dtype(dtype) -> np.dtype:
     """The dtype the oracle computes in for a result of ``dtype``."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(np.float64)
-
-
-def logit_scale(x) -> float:
-    """``max(1, max|x|)`` over the finite entries of ``x`` (1 for empty input)."""
-    x = np.asarray(x, dtype=np.float64)
-    finite = x[np.isfinite(x)]
-    return max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
 
 
 def assert_close(actual, expected, dtype, *, scale: float = 1.0, check_dtype: bool = True):

@@ -107,7 +107,7 @@ def _check_schema(doc: dict) -> None:
 
 def test_json_schema_every_op_shape_and_dtype(capsys, tmp_path):
     path = tmp_path / "bench.json"
-    argv = ["--shape", "5x7", "--dtype", "float32,float64", "--json", str(path)]
+    argv = ["--shape", "5x7", "--dtype", "float32,float64", "--json-out", str(path)]
     status, _, err = bench(capsys, *argv)
     assert status == 0, err
     doc = json.loads(path.read_text())
@@ -125,6 +125,19 @@ def test_json_schema_every_op_shape_and_dtype(capsys, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left over
 
 
+def test_json_prints_to_stdout_like_score_json(capsys, tmp_path):
+    # --json means the same in every subcommand: JSON on stdout, nothing else there.
+    path = tmp_path / "also.json"
+    status, out, err = bench(capsys, "--ops", "softmax", "--json", "--json-out", str(path))
+    assert status == 0, err
+    doc = json.loads(out)
+    _check_schema(doc)
+    assert [r["op"] for r in doc["rows"]] == ["softmax"]
+    assert "Time (median)" not in out
+    written = json.loads(path.read_text())
+    assert written["rows"][0]["op"] == "softmax" and set(written) == set(doc)
+
+
 def test_missing_peers_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
     real_import = peers_module._import
 
@@ -135,7 +148,7 @@ def test_missing_peers_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
 
     monkeypatch.setattr(peers_module, "_import", fake_import)
     path = tmp_path / "b.json"
-    status, out, err = bench(capsys, "--ops", FAST_OPS, "--json", str(path))
+    status, out, err = bench(capsys, "--ops", FAST_OPS, "--json-out", str(path))
     assert status == 0, err
     header = table(out, "Time (median)")[0]
     assert "jax" not in header and "scipy" not in header and "torch" in header
@@ -184,9 +197,9 @@ def test_bad_flag_values_exit_2_naming_the_flag(capsys, flag, value):
 
 
 def test_output_into_a_directory_is_rejected(capsys, tmp_path):
-    status = main(["bench", "--quick", "--json", str(tmp_path)])
+    status = main(["bench", "--quick", "--json-out", str(tmp_path)])
     assert status == 2
-    assert "--json" in capsys.readouterr().err
+    assert "--json-out" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(capsys, tmp_path):
@@ -318,7 +331,7 @@ IMPL_ROW_KEYS |= {"floor_ratio", "floor_ratios", "memory_bytes", "memory_method"
 
 def run_suite(capsys, tmp_path, *argv: str) -> tuple[str, dict]:
     path = tmp_path / "bench.json"
-    status = main(["bench", "--quick", "--repeat", "1", "--json", str(path), *argv])
+    status = main(["bench", "--quick", "--repeat", "1", "--json-out", str(path), *argv])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     doc = json.loads(path.read_text())
@@ -425,9 +438,9 @@ def test_distributed_suite(capsys, tmp_path):
 
 
 def test_suites_without_torch_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
-    from softxent.cli import _bench as bench_cli
+    from softxent._bench import session
 
-    monkeypatch.setattr(bench_cli, "_torch_version", lambda: None)
+    monkeypatch.setattr(session, "torch_version", lambda: None)
     out, doc = run_suite(
         capsys, tmp_path, "--suite", "linear,torch,distributed", "--linear-shape", "8x4x50"
     )

@@ -93,6 +93,30 @@ def test_note_example_explains_shift_and_units(capsys):
     assert_printed(units, 1.0413766 / np.log(2), atol=1e-6)  # bits
 
 
+def test_shows_the_textbook_code_runs_it_and_refers_to_it(capsys):
+    _, out, _ = run_demo(capsys)
+    shown = section(out, "The textbook NumPy code", "Step 1.").splitlines()
+    code = "\n".join(line[4:].split("  #")[0] for line in shown if line.startswith("    "))
+    pieces = ["e = np.exp(x)", "p = e / e.sum(axis=1, keepdims=True)", "for n in range"]
+    pieces += ["onehot[n, y[n]] = 1", "np.mean(-np.sum(onehot * np.log(p), axis=1))"]
+    assert all(piece in code for piece in pieces), code
+    scope = {"np": np, "x": np.float32(NOTE_X), "y": np.int64(NOTE_Y)}
+    exec(code, scope)  # the code shown is real code, and computes the demo's loss
+    assert float(scope["loss"]) == pytest.approx(printed_loss(out), rel=2e-6)
+    # Each improvement is explained against it: the max shift, one exp, the gradient.
+    words = " ".join(out.split())  # prose is wrapped at 80 columns
+    assert "the textbook e = np.exp(x) overflows" in section(words, "Step 2.", "Step 3.")
+    assert "exp once per logit" in section(words, "Step 3.", "Step 4.")
+    assert "textbook code has no gradient" in section(words, "Step 7.", "Step 8.")
+    assert not re.search(r"\bnote\b|note's|spec|seed", out, re.IGNORECASE)
+
+
+def test_weighted_mean_shows_the_libraries_denominator(capsys):
+    _, out, _ = run_demo(capsys, "--weight", "[1, 10, 1]", "--ignore-index", "0")
+    # targets [1, 2, 0], sample 2 ignored: w[1] + w[2] = 11
+    assert re.search(r"L = \S+ / 11 \(sum_n w\[y\[n\]\]\) = ", out)
+
+
 def test_lines_fit_80_columns_and_are_ascii(capsys, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(scale=30, size=(40, 300)))
@@ -117,7 +141,8 @@ def test_lines_fit_80_columns_and_are_ascii(capsys, tmp_path):
         status, out, _ = run_demo(capsys, *argv)
         assert status == 0
         lines = out.splitlines()
-        assert len(lines) < 150  # large inputs are elided, not dumped
+        # large inputs are elided, not dumped (40 rows in six tables would be > 280 lines)
+        assert len(lines) < 170
         too_long = [line for line in lines if len(line) > 80]
         assert not too_long, too_long
         assert out.isascii()

@@ -313,7 +313,7 @@ def cross_entropy(
 
     Examples
     --------
-    The study note's example:
+    The 3x3 example of ``softxent demo``:
 
     >>> import numpy as np, softxent as sx
     >>> logits = np.array([[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]], np.float32)

@@ -52,8 +52,8 @@ _ARANGE.flags.writeable = False
 #: Rows of at least this many classes take ``exp(x)`` without subtracting their max first,
 #: which spares the pass that finds the max (the pass that reads the block from memory).
 #: Short rows are shifted by their max as usual: there the pass costs little, and the shifted
-#: form rounds less (``x - m`` is often exact, Sterbenz), so inputs such as the study note's
-#: keep torch's bits.
+#: form rounds less (``x - m`` is often exact, Sterbenz), so small inputs such as the 3x3
+#: example of ``softxent demo`` keep torch's bits.
 UNSHIFTED_MIN_CLASSES = 256
 #: An unshifted row is kept when ``TINY <= sum exp(x) <= HUGE``: then no term overflowed
 #: and the largest, at least ``TINY / C``, is far from float32's subnormals, so the sum has

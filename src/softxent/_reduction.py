@@ -55,3 +55,19 @@ def target_weights(
     if valid is not None:
         return valid.astype(dtype), float(np.count_nonzero(valid))
     return None, float(y.size)
+
+
+def mean_denominator(
+    rows: int,
+    y: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    class_weight: np.ndarray | None = None,
+) -> float:
+    """The "mean" denominator of ``rows`` validated samples.
+
+    ``y`` None means probability targets: torch divides by the number of rows, whatever the
+    class weights. Class indices ``y``: the :func:`target_weights` sum.
+    """
+    if y is None:
+        return float(rows)
+    return target_weights(y, valid, class_weight, np.dtype(np.float64))[1]

@@ -1,10 +1,12 @@
-"""``softxent bench`` internals: what is measured, the peers, timing, results.
+"""``softxent bench`` internals: what is measured, the peers, timing, results, rendering.
 
-Private: the command line (:mod:`softxent.cli._bench`) is the interface. Modules of the
-default ``numpy`` suite: ``suites`` (operations, inputs, softxent's calls), ``peers`` (torch,
-JAX, scipy, NumPy), ``timing`` (median time, peak extra memory), ``runner`` (runs the
-cases). The other suites: ``linear`` (the NumPy fused linear layer vs its matmuls),
-``torch_suite`` with ``child`` and ``torch_impls`` (softxent.torch vs torch, one process per
-implementation), ``distributed`` (vocab-parallel world sizes); ``results`` holds their
-rows. Output: ``report`` (JSON), ``plot`` (bar chart).
+Private: the command line (:mod:`softxent.cli._bench`) parses the flags and prints; this
+package does the rest. ``session`` holds the run's settings and runs the suites one after
+the other. Modules of the default ``numpy`` suite: ``suites`` (operations, inputs,
+softxent's calls), ``peers`` (torch, JAX, scipy, NumPy), ``timing`` (median time, peak extra
+memory), ``runner`` (runs the cases). The other suites: ``linear`` (the NumPy fused linear
+layer vs its matmuls), ``torch_suite`` with ``child`` and ``torch_impls`` (softxent.torch vs
+torch, one process per implementation), ``distributed`` (vocab-parallel world sizes);
+``results`` holds their rows. Output: ``render`` (the tables), ``report`` (JSON), ``plot``
+(bar chart).
 """

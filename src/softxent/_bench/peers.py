@@ -142,7 +142,8 @@ def _jax_functions(jax: ModuleType) -> dict[str, Callable]:
         return jnp.mean(jax.nn.logsumexp(x, axis=-1) - picked(x, y))
 
     def cross_entropy_options(x, y, w, ignore_index, eps):
-        # torch's rules (spec 6.3): both terms divided by the target weights of valid rows.
+        # As torch with label smoothing: the nll and the smoothing term are both divided by
+        # sum_n w[y[n]] over valid rows, though the smoothing term weighs every class.
         valid = y != ignore_index  # (N,)
         safe = jnp.where(valid, y, 0)
         lp = jax.nn.log_softmax(x, axis=-1)  # (N, C)
@@ -239,22 +240,22 @@ class ScipyPeer(Peer):
 # --------------------------------------------------------------------------- NumPy
 
 
-def note_softmax(x: np.ndarray) -> np.ndarray:
-    """The study note's softmax, as written there: two ``exp`` passes, no max shift."""
+def textbook_softmax(x: np.ndarray) -> np.ndarray:
+    """The textbook softmax, ``exp(x) / sum exp(x)``: two ``exp`` passes, no max shift."""
     return np.exp(x) / np.sum(np.exp(x), axis=1, keepdims=True)
 
 
-def note_one_hot(target: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The note's one-hot (``np.zeros(shape)``, so float64), filled by indexing, not a loop."""
+def textbook_one_hot(target: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The textbook one-hot (``np.zeros(shape)``, so float64), filled by indexing, not a loop."""
     one_hot = np.zeros(shape)
     one_hot[np.arange(shape[0]), target] = 1
     return one_hot
 
 
 class NumpyPeer(Peer):
-    """Plain NumPy written like the study note (the baseline a newcomer would write).
+    """Plain NumPy as it is usually first written (the baseline a newcomer would write).
 
-    The note has no backward; the gradient of the mean loss is ``(softmax - one_hot) / N``.
+    That code has no backward; the gradient of the mean loss is ``(softmax - one_hot) / N``.
     """
 
     name = "numpy"
@@ -278,21 +279,23 @@ class NumpyPeer(Peer):
         n = x.shape[0]
         name = op.kernel
         if name == "cross_entropy":
-            return Timed(lambda: -np.sum(note_one_hot(y, x.shape) * np.log(note_softmax(x))) / n)
+            return Timed(
+                lambda: -np.sum(textbook_one_hot(y, x.shape) * np.log(textbook_softmax(x))) / n
+            )
         if name == "cross_entropy_with_grad":
 
             def forward_backward():
-                p = note_softmax(x)
-                t = note_one_hot(y, x.shape)
+                p = textbook_softmax(x)
+                t = textbook_one_hot(y, x.shape)
                 return -np.sum(t * np.log(p)) / n, (p - t) / n
 
             return Timed(forward_backward)
         if name == "cross_entropy_probs":
-            return Timed(lambda: -np.sum(inputs.probs * np.log(note_softmax(x))) / n)
+            return Timed(lambda: -np.sum(inputs.probs * np.log(textbook_softmax(x))) / n)
         if name == "softmax":
-            return Timed(lambda: note_softmax(x))
+            return Timed(lambda: textbook_softmax(x))
         if name == "log_softmax":
-            return Timed(lambda: np.log(note_softmax(x)))
+            return Timed(lambda: np.log(textbook_softmax(x)))
         if name == "logsumexp":
             return Timed(lambda: np.log(np.sum(np.exp(x), axis=1)))
         raise AssertionError(f"numpy has no {name!r}")

@@ -89,6 +89,11 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
+def json_text(report: Report) -> str:
+    """``report`` as indented JSON text, ending in a newline."""
+    return json.dumps(to_json(report), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(report: Report, path: str) -> None:
-    text = json.dumps(to_json(report), indent=2, allow_nan=False) + "\n"
-    write_atomically(path, text.encode())
+    """Write :func:`json_text` to ``path`` atomically."""
+    write_atomically(path, json_text(report).encode())

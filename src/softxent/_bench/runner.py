@@ -121,7 +121,7 @@ def run_cases(
         stack.callback(sx.set_num_threads, previous_threads)
         for peer in peers:
             stack.enter_context(peer.threads(threads))
-        # The note's NumPy overflows in exp (float16 especially); that is its result.
+        # The textbook NumPy softmax overflows in exp (float16 especially); that is its result.
         stack.enter_context(np.errstate(all="ignore"))
 
         groups: dict[tuple, list[Case]] = {}

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import softxent as sx
+from softxent import _example as example
 
-# The study note's example (3 samples, 3 classes, float32), timed per call in microseconds.
-DEMO_LOGITS = [[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]]
-DEMO_TARGETS = [1, 2, 0]
+# The demo's 3x3 example (softxent._example), timed per call in microseconds.
 DEMO_SHAPE = (3, 3)
-DEMO_DTYPE = "float32"
+DEMO_DTYPE = example.DTYPE.name
 
 # The options of the "cross_entropy_options" case.
 LABEL_SMOOTHING = 0.1
@@ -131,7 +130,7 @@ def make_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded logits ``(N, C)`` and class indices ``(N,)``; the demo's numbers for 3x3."""
     if shape == DEMO_SHAPE:
-        return np.array(DEMO_LOGITS, dtype=dtype), np.array(DEMO_TARGETS, dtype=np.int64)
+        return np.array(example.LOGITS, dtype=dtype), example.targets()
     rng = np.random.default_rng(seed)
     n, c = shape
     x = np.empty(shape, dtype=dtype)

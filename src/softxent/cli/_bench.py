@@ -1,31 +1,28 @@
 """``softxent bench``: softxent against torch, JAX, scipy.special and plain NumPy.
 
-Parses the flags, runs the selected suites (:mod:`softxent._bench`: ``numpy``, the default;
-``linear``; ``torch``; ``distributed``) under a progress bar, prints each suite's tables,
-and writes the JSON and plot files when asked. How to read the tables and the JSON schema:
-``docs/bench.md``.
+Parses the flags into :class:`softxent._bench.session.Settings`, runs the selected suites
+(``numpy``, the default; ``linear``; ``torch``; ``distributed``) under a progress bar on
+stderr, and prints each suite's tables (:mod:`softxent._bench.render`) or, with ``--json``,
+the results as JSON; writes the JSON and plot files when asked. How to read the tables and
+the JSON schema: ``docs/bench.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import softxent as sx
 from softxent._bench.linear import DEFAULT_LINEAR_SHAPE, QUICK_LINEAR_SHAPE
-from softxent._bench.peers import load_peers
-from softxent._bench.results import ImplRow, WorldRow
-from softxent._bench.runner import SOFTXENT, Report, Row, count_jobs, machine_info, run_bench
-from softxent._bench.suites import DTYPES, OPS, build_cases
+from softxent._bench.render import format_report
+from softxent._bench.report import json_text, write_json
+from softxent._bench.session import DEFAULT_SHAPE, QUICK_SHAPE, SUITES, Settings, run_suites
+from softxent._bench.suites import DTYPES, OPS
 from softxent.cli import CLIError
 from softxent.cli._progress import Progress
-
-DEFAULT_SHAPE = (4096, 32000)
-QUICK_SHAPE = (64, 512)  # --quick: seconds, not minutes (used by the tests)
-SUITES = ("numpy", "linear", "torch", "distributed")
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +38,13 @@ def register(subparsers: Any) -> None:
             "are not installed are skipped with a note. See docs/bench.md."
         ),
     )
+    _add_selection_flags(parser)
+    _add_run_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """What to measure: the suites, shapes, dtypes and operations."""
     parser.add_argument(
         "--suite",
         action="append",
@@ -82,6 +86,10 @@ def register(subparsers: Any) -> None:
         metavar="OP",
         help=f"numpy-suite operations to run, comma-separated (default: all): {', '.join(OPS)}",
     )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How to measure, and where the results go."""
     parser.add_argument(
         "--repeat",
         default="5",
@@ -94,7 +102,14 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="threads for softxent and torch (default: softxent.get_num_threads())",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON to stdout instead of the tables (schema: docs/bench.md)",
+    )
+    parser.add_argument(
+        "--json-out", metavar="FILE", help="also write the results as JSON to FILE"
+    )
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
@@ -108,7 +123,6 @@ def register(subparsers: Any) -> None:
             f"{'x'.join(map(str, QUICK_LINEAR_SHAPE))}, world sizes 1 and 2) for a smoke test"
         ),
     )
-    parser.set_defaults(func=run)
 
 
 # --------------------------------------------------------------------------- flags
@@ -175,7 +189,7 @@ def _check_output(path: str, flag: str) -> None:
         raise CLIError(f"{flag} {path!r}: directory {directory!r} is missing or not writable")
 
 
-def parse_flags(args: argparse.Namespace) -> dict[str, Any]:
+def parse_flags(args: argparse.Namespace) -> Settings:
     """Validated settings from the parsed flags; CLIError naming the flag otherwise."""
     suites = parse_suites(args.suite)
     default = QUICK_SHAPE if args.quick else DEFAULT_SHAPE
@@ -195,7 +209,7 @@ def parse_flags(args: argparse.Namespace) -> dict[str, Any]:
         threads = sx.get_num_threads()
     else:
         threads = _positive_int(args.threads, "--threads")
-    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+    for path, flag in ((args.json_out, "--json-out"), (args.plot, "--plot")):
         if path is not None:
             _check_output(path, flag)
     if args.plot is not None:
@@ -205,45 +219,29 @@ def parse_flags(args: argparse.Namespace) -> dict[str, Any]:
             require_matplotlib()
         except ImportError:
             raise CLIError("--plot needs matplotlib: pip install 'softxent[plot]'") from None
-    return {
-        "suites": suites,
-        "quick": bool(args.quick),
-        "linear_shapes": list(dict.fromkeys(given_linear)) or [linear_default],
-        "distributed_shape": given_linear[0] if given_linear else None,
-        "shapes": list(dict.fromkeys(shapes)),  # duplicates dropped, order kept
-        "dtypes": list(dict.fromkeys(dtypes)),
-        "ops": list(dict.fromkeys(ops)),
-        "repeat": repeat,
-        "threads": threads,
-    }
+    return Settings(
+        suites=suites,
+        quick=bool(args.quick),
+        shapes=list(dict.fromkeys(shapes)),  # duplicates dropped, order kept
+        linear_shapes=list(dict.fromkeys(given_linear)) or [linear_default],
+        distributed_shape=given_linear[0] if given_linear else None,
+        dtypes=list(dict.fromkeys(dtypes)),
+        ops=list(dict.fromkeys(ops)),
+        repeat=repeat,
+        threads=threads,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the selected suites, print their tables, write the requested files; return 0."""
+    """Run the selected suites and print their tables (or JSON); write the requested files."""
     settings = parse_flags(args)
-    suites = settings["suites"]
-    if "numpy" in suites:
-        report = _run_numpy(settings)
-    else:  # no peers to load (importing JAX alone takes seconds)
-        report = Report(
-            threads=settings["threads"],
-            repeat=settings["repeat"],
-            warmup=1,
-            machine=machine_info(),
-            versions={SOFTXENT: sx.__version__, "numpy": _numpy_version()},
-            peers=[],
-            skipped={},
-            floors=[],
-            rows=[],
-        )
-    report.suites = ["numpy"] if "numpy" in suites else []
-    for suite in suites[1:] if "numpy" in suites else suites:
-        _run_suite(suite, report, settings)
-    print(format_report(report))
-    if args.json is not None:
-        from softxent._bench.report import write_json
-
-        write_json(report, args.json)
+    report = run_suites(settings, _progress)
+    if args.json:
+        print(json_text(report), end="")
+    else:
+        print(format_report(report))
+    if args.json_out is not None:
+        write_json(report, args.json_out)
     if args.plot is not None:
         from softxent._bench.plot import plot_ratios
 
@@ -251,343 +249,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _numpy_version() -> str:
-    import numpy
-
-    return numpy.__version__
-
-
-def _run_numpy(settings: dict[str, Any]) -> Report:
-    cases = build_cases(settings["ops"], settings["shapes"], settings["dtypes"])
-    peers, skipped = load_peers()
-    with Progress(count_jobs(cases, peers), desc="softxent bench numpy") as bar:
-        return run_bench(
-            cases,
-            peers,
-            skipped,
-            repeat=settings["repeat"],
-            threads=settings["threads"],
-            progress=bar.update,
-        )
-
-
-def _torch_version() -> str | None:
-    """torch's version, or None when it cannot be imported (the suite is then skipped)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.__version__
-
-
-def _run_suite(suite: str, report: Report, settings: dict[str, Any]) -> None:
-    """Run one of the linear, torch and distributed suites into ``report``."""
-    repeat, threads, quick = settings["repeat"], settings["threads"], settings["quick"]
-    if suite == "linear":
-        from softxent._bench.linear import count_jobs as linear_jobs
-        from softxent._bench.linear import run_linear
-
-        shapes, dtypes = settings["linear_shapes"], settings["dtypes"]
-        with Progress(linear_jobs(shapes, dtypes), desc="softxent bench linear") as bar:
-            rows = run_linear(shapes, dtypes, repeat=repeat, threads=threads, progress=bar.update)
-        report.settings[suite] = {"shapes": [list(s) for s in shapes]}
-    elif _torch_version() is None:
-        report.skipped_suites[suite] = "torch is not installed (pip install 'softxent[torch]')"
-        return
-    elif suite == "torch":
-        from softxent._bench import torch_suite
-
-        report.versions["torch"] = _torch_version()
-        layout = torch_suite.plan(
-            settings["shapes"], settings["linear_shapes"], settings["dtypes"]
-        )
-        # --quick is a smoke test: its tiny processes may share the CPUs.
-        parallel = min(4, os.cpu_count() or 1) if quick else 1
-        with Progress(torch_suite.count_jobs(layout), desc="softxent bench torch") as bar:
-            rows = torch_suite.run_torch(
-                settings["shapes"],
-                settings["linear_shapes"],
-                settings["dtypes"],
-                repeat=repeat,
-                threads=threads,
-                parallel=parallel,
-                progress=bar.update,
-            )
-        report.skipped.update(torch_suite.skipped_peers())
-        report.settings[suite] = {"parallel_processes": parallel}
-    else:
-        from softxent._bench import distributed
-
-        report.versions["torch"] = _torch_version()
-        worlds = distributed.QUICK_WORLD_SIZES if quick else distributed.DEFAULT_WORLD_SIZES
-        sizes = dict(distributed.QUICK_SIZES if quick else distributed.DEFAULT_SIZES)
-        if settings["distributed_shape"] is not None:
-            sizes["tokens"], sizes["hidden"], sizes["vocab"] = settings["distributed_shape"]
-        with Progress(len(worlds), desc="softxent bench distributed") as bar:
-            rows = distributed.run_distributed(worlds, **sizes, progress=bar.update)
-        report.settings[suite] = {"world_sizes": list(worlds), **sizes}
-    report.suites.append(suite)
-    report.suite_rows[suite] = rows
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def format_seconds(seconds: float) -> str:
-    """Three significant digits in s, ms or us: ``0.0231`` -> ``'23.1 ms'``."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale or unit == "us":
-            value = seconds / scale
-            digits = 2 if value < 10 else 1 if value < 100 else 0
-            return f"{value:.{digits}f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def format_bytes(n: int) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1000:  # at most three digits before the point: 1000 MiB -> 0.98 GiB
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.2f} GiB"
-
-
-def _table(header: list[str], rows: list[list[str]], *, left: int = 3) -> list[str]:
-    """Columns padded to their widest cell; the first ``left`` columns left-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
-def _case(row: Row) -> list[str]:
-    return [row.op, f"{row.shape[0]}x{row.shape[1]}", row.dtype]
-
-
-def _time_cell(row: Row, name: str) -> str:
-    if name in row.errors:
-        return "error"
-    if name not in row.times:
-        return "-"
-    cell = format_seconds(row.times[name])
-    if name != SOFTXENT and name in row.ratios:
-        cell += f" {row.ratios[name]:6.2f}x"
-    return cell
-
-
-def _floor_cell(row: Row) -> str:
-    ratio = row.floor_ratio
-    return "-" if ratio is None else f"{ratio:.2f}x {row.floor}"
-
-
-def time_table(report: Report) -> list[str]:
-    header = ["operation", "shape", "dtype", SOFTXENT, *report.peers, "vs floor"]
-    rows = [
-        [*_case(r), *(_time_cell(r, n) for n in [SOFTXENT, *report.peers]), _floor_cell(r)]
-        for r in report.rows
-    ]
-    return _table(header, rows)
-
-
-def memory_table(report: Report) -> list[str]:
-    names = [SOFTXENT, *(n for n in report.peers if n in ("scipy", "numpy"))]
-    rows = []
-    for r in report.rows:
-        logits = r.shape[0] * r.shape[1] * _itemsize(r.dtype)
-        cells = []
-        for name in names:
-            extra = r.memory.get(name)
-            if extra is None:
-                cells.append("-")
-            elif r.floor is None:  # the 3x3 demo: a percentage of 36 bytes says nothing
-                cells.append(format_bytes(extra))
-            else:
-                cells.append(f"{format_bytes(extra)} ({100 * extra / logits:.0f}%)")
-        rows.append([*_case(r), format_bytes(logits), *cells])
-    return _table(["operation", "shape", "dtype", "logits", *names], rows)
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float16": 2, "float32": 4, "float64": 8}[dtype]
-
-
-def notes(report: Report) -> list[str]:
-    """The numpy suite's notes: settings, floors, skipped peers, failures."""
-    runs = f"{report.repeat} run" + ("s" if report.repeat > 1 else "")
-    lines = [
-        f"Medians of {runs} after 1 warm-up, {report.threads} threads "
-        f"(softxent, torch); JAX uses its own pool. Peer columns: time and peer time / "
-        f"softxent time (above 1: softxent is faster). vs floor: softxent time / one read "
-        f"pass (x.sum()) or one copy pass (numpy.copyto) of the logits, measured in this run.",
-    ]
-    for f in report.floors:
-        lines.append(
-            f"Floors {f.shape[0]}x{f.shape[1]} {f.dtype}: read {format_seconds(f.read)}, "
-            f"copy {format_seconds(f.copy)}."
-        )
-    for name, why in report.skipped.items():
-        if name in report.peers or name in ("torch", "jax", "scipy", "numpy"):
-            lines.append(f"Peer {name} skipped: {why}.")
-    for r in report.rows:
-        for name, error in r.errors.items():
-            lines.append(f"{name} failed on {' '.join(_case(r))}: {error}")
-    return lines
-
-
-# --------------------------------------------------------------------------- other suites
-
-IMPL_TITLES = {
-    "linear": "Linear suite: NumPy fused linear layer + cross-entropy, forward + backward",
-    "torch": "Torch suite: softxent.torch against torch, forward + backward",
-}
-FLOOR_LABEL = "matmuls (floor)"
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
-def _logits_bytes(row: ImplRow) -> int:
-    n, v = row.shape[0], row.shape[-1]
-    return n * v * _itemsize(row.dtype)
-
-
-def impl_table(rows: Sequence[ImplRow]) -> list[str]:
-    """One line per (computation, implementation): time, ratios and peak extra memory."""
-    header = ["operation", "shape", "dtype", "implementation", "time", "vs softxent"]
-    header += ["vs floor", "extra memory"]
-    lines = []
-    for row in rows:
-        case = [row.op, _shape(row.shape), row.dtype]
-        logits = _logits_bytes(row)
-        for name in [*row.times, *row.errors]:
-            if name in row.errors:
-                lines.append([*case, name, "error", "-", "-", "-"])
-                continue
-            extra = row.memory.get(name)
-            memory = (
-                "-" if extra is None else f"{format_bytes(extra)} ({100 * extra / logits:.0f}%)"
-            )
-            ratio = (
-                "-" if name == SOFTXENT or name not in row.ratios else f"{row.ratios[name]:.2f}x"
-            )
-            floor = row.floor_ratios.get(name)
-            lines.append(
-                [
-                    *case,
-                    name,
-                    format_seconds(row.times[name]),
-                    ratio,
-                    "-" if floor is None else f"{floor:.2f}x",
-                    memory,
-                ]
-            )
-        if row.floor_seconds is not None:
-            base = row.times.get(SOFTXENT)
-            ratio = "-" if not base else f"{row.floor_seconds / base:.2f}x"
-            seconds = format_seconds(row.floor_seconds)
-            lines.append([*case, FLOOR_LABEL, seconds, ratio, "1.00x", "-"])
-    return _table(header, lines, left=4)
-
-
-def world_table(rows: Sequence[WorldRow]) -> list[str]:
-    header = ["world size", "tokens x hidden x vocab", "time", "vs world 1", "collectives"]
-    header += ["bytes", "vectors/token", "loss"]
-    lines = [
-        [
-            str(r.world_size),
-            _shape((r.tokens, r.hidden, r.vocab)),
-            format_seconds(r.seconds),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x",
-            str(r.collectives),
-            str(r.bytes),
-            f"{r.per_token_vectors:.2f}",
-            f"{r.loss:.6f}",
-        ]
-        for r in rows
-    ]
-    return _table(header, lines, left=2)
-
-
-def suite_notes(report: Report, suite: str) -> list[str]:
-    runs = f"{report.repeat} run" + ("s" if report.repeat > 1 else "")
-    if suite == "distributed":
-        steps = report.settings.get(suite, {}).get("steps")
-        return [
-            f"Median of {steps} calls after 1 warm-up per world size; gloo on 127.0.0.1, one "
-            "thread per rank; world size 1 runs without torch.distributed. vs world 1: time "
-            "/ world size 1's. collectives and bytes: one forward + backward as seen by "
-            "rank 0; vectors/token: bytes beyond the (N, D) input gradient / (4 * tokens)."
-        ]
-    lines = [
-        f"Medians of {runs} after 1 warm-up, {report.threads} threads. vs softxent: time / "
-        "softxent time (above 1: softxent is faster). vs floor: time / the three matmuls "
-        "alone (x @ W.T, g @ W, g.T @ x into preallocated outputs), measured in this run."
-    ]
-    if suite == "linear":
-        lines.append(
-            "Extra memory: tracemalloc peak beyond the inputs and the returned loss and "
-            "gradients (% of the (N, V) logits' size)."
-        )
-    else:
-        parallel = report.settings.get(suite, {}).get("parallel_processes", 1)
-        together = f", {parallel} at a time (--quick)" if parallel > 1 else ", one at a time"
-        lines.append(
-            "Every implementation runs in a fresh process" + together + ". Extra memory: "
-            "growth of the process's peak resident set size (ru_maxrss) from after the "
-            "inputs exist to after all calls, gradients included (% of the (N, V) logits' "
-            "size). softxent_inplace: inplace_backward=True on a copy of the logits made "
-            "untimed before each call. torch_lce: F.linear_cross_entropy with its default "
-            "options=None (the reference path); torch_chunked: "
-            "options=LinearCrossEntropyOptions() (chunking 'auto'); torch_chunked_ar1: "
-            "chunking_method='aspect_ratio'."
-        )
-        if "cce" in report.skipped:
-            lines.append(f"Peer cce skipped: {report.skipped['cce']}.")
-    for row in report.suite_rows.get(suite, []):
-        for name, error in row.errors.items():
-            lines.append(f"{name} failed on {row.op} {_shape(row.shape)} {row.dtype}: {error}")
-    return lines
-
-
-def _wrap(lines: Sequence[str]) -> list[str]:
-    return [wrapped for note in lines for wrapped in textwrap.wrap(note, 99)]
-
-
-def format_report(report: Report) -> str:
-    """Each suite's tables and notes, as printed by ``softxent bench``.
-
-    The numpy suite: the time table, the memory table and the notes. The linear and torch
-    suites: one table each (time, ratios and memory per implementation); distributed: one
-    row per world size.
-    """
-    sections = []
-    if "numpy" in report.suites:
-        lines = ["Time (median)", *time_table(report), ""]
-        lines += [
-            "Peak extra memory (beyond inputs and outputs, tracemalloc; torch and JAX: n/a, "
-            "their allocators are invisible to it)",
-            *memory_table(report),
-            "",
-            *_wrap(notes(report)),
-        ]
-        sections.append("\n".join(lines))
-    for suite in report.suites:
-        rows = report.suite_rows.get(suite)
-        if suite == "numpy" or rows is None:
-            continue
-        if suite == "distributed":
-            title = "Distributed suite: vocab_parallel_linear_cross_entropy, forward + backward"
-            table = world_table(rows)
-        else:
-            title, table = IMPL_TITLES[suite], impl_table(rows)
-        sections.append("\n".join([title, *table, "", *_wrap(suite_notes(report, suite))]))
-    for suite, why in report.skipped_suites.items():
-        sections.append(f"Suite {suite} skipped: {why}.")
-    return "\n\n".join(sections)
+@contextmanager
+def _progress(total: int, suite: str) -> Iterator[Callable[[int], object]]:
+    with Progress(total, desc=f"softxent bench {suite}") as bar:
+        yield bar.update

@@ -47,7 +47,7 @@ class Progress:
             enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self.enabled = enabled
         self.width = width
-        self.done = 0
+        self.done: float = 0
         self._start = time.perf_counter()
         self._last_draw = 0.0
 

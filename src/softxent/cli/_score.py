@@ -16,8 +16,10 @@ import sys
 import numpy as np
 
 import softxent as sx
+from softxent import _example as example
 from softxent._score import DEFAULT_BATCH_BYTES, ScoreResult
-from softxent.cli import CLIError
+from softxent._text import table
+from softxent.cli import CLIError, user_input
 from softxent.cli._progress import Progress
 from softxent.cli._score_io import (
     AtomicOutputs,
@@ -25,10 +27,6 @@ from softxent.cli._score_io import (
     load_array,
     write_per_sample,
 )
-
-#: The study note's example, scored when no files are given.
-DEMO_LOGITS = [[0.3, 0.1, 0.3], [0.9, 0.2, 0.9], [0.5, 0.4, 0.2]]
-DEMO_TARGETS = [1, 2, 0]
 
 #: Draw a progress bar only for inputs at least this large (and only on a terminal).
 _PROGRESS_MIN_BYTES = 256 * 2**20
@@ -107,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     demo = args.logits is None
     if demo:
         logits_name, targets_name = "demo logits", "demo targets"
-        logits = np.array(DEMO_LOGITS, np.float32)
-        targets = np.array(DEMO_TARGETS)
+        logits, targets = example.logits(), example.targets()
     else:
         logits_name, targets_name = args.logits, args.targets
         logits = load_array(args.logits, key=args.key)
@@ -119,31 +116,32 @@ def run(args: argparse.Namespace) -> int:
     _check_inputs(logits, targets, args.axis, logits_name, targets_name)
 
     names = {"logits": logits_name, "target": targets_name, "weight": args.weight}
+    names |= {"axis": "--axis", "top_k": "--top-k", "bins": "--bins"}
     row_bytes = logits.itemsize * (logits.shape[args.axis] if logits.ndim else 1)
     total_rows = logits.size // max(1, logits.shape[args.axis]) if logits.ndim else 0
     show = not args.no_progress and logits.nbytes >= _PROGRESS_MIN_BYTES
-    with Progress(
-        total_rows,
-        desc="score",
-        unit="MB",
-        scale=row_bytes / 1e6,
-        enabled=None if show else False,
-    ) as bar:
-        try:
-            result = sx.score(
-                logits,
-                targets,
-                axis=args.axis,
-                ignore_index=args.ignore_index,
-                weight=weight,
-                top_k=top_k,
-                bins=args.bins,
-                batch_bytes=batch_bytes,
-                per_sample=bool(args.per_sample),
-                progress=bar.update,
-            )
-        except (TypeError, ValueError) as error:
-            raise CLIError(_name_file(str(error), names)) from None
+    with (
+        Progress(
+            total_rows,
+            desc="score",
+            unit="MB",
+            scale=row_bytes / 1e6,
+            enabled=None if show else False,
+        ) as bar,
+        user_input(names),
+    ):
+        result = sx.score(
+            logits,
+            targets,
+            axis=args.axis,
+            ignore_index=args.ignore_index,
+            weight=weight,
+            top_k=top_k,
+            bins=args.bins,
+            batch_bytes=batch_bytes,
+            per_sample=bool(args.per_sample),
+            progress=bar.update,
+        )
 
     if result.n_nonfinite:
         message = (
@@ -169,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if demo:
             print("Scoring the demo example (pass LOGITS TARGETS to score your own files):")
-            print(f"  logits  = {DEMO_LOGITS}\n  targets = {DEMO_TARGETS}\n")
+            print(f"  logits  = {json.dumps(example.LOGITS)}")
+            print(f"  targets = {json.dumps(example.TARGETS)}\n")
         print(format_table(result, logits_name, targets_name, logits))
     return 0
 
@@ -230,14 +229,6 @@ def _check_inputs(logits, targets, axis, logits_name, targets_name) -> None:
         )
 
 
-def _name_file(message: str, names: dict) -> str:
-    """Prefix a library error with the file it is about (the message names the argument)."""
-    for argument, name in names.items():
-        if name and message.startswith(argument):
-            return f"{name}: {message}"
-    return message
-
-
 def _fmt(value: float, digits: int = 4) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -264,16 +255,17 @@ def format_table(r: ScoreResult, logits_name: str, targets_name: str, logits) ->
         f"{'mean confidence':<18}{_fmt(r.mean_confidence):>12}",
         f"{f'ECE ({len(r.bin_counts)} bins)':<18}{_fmt(r.ece):>12}",
         "",
-        f"{'confidence bin':<18}{'count':>12}{'confidence':>12}{'accuracy':>12}",
     ]
+    bins = []
     for i, count in enumerate(r.bin_counts):
         lo, hi = r.bin_edges[i], r.bin_edges[i + 1]
         bracket = "]" if i == len(r.bin_counts) - 1 else ")"
-        lines.append(
-            f"{f'[{lo:.3f}, {hi:.3f}{bracket}':<18}{int(count):>12}"
-            f"{_fmt(r.bin_confidence[i]):>12}{_fmt(r.bin_accuracy[i]):>12}"
+        interval = f"[{lo:.3f}, {hi:.3f}{bracket}"
+        bins.append(
+            [interval, str(int(count)), _fmt(r.bin_confidence[i]), _fmt(r.bin_accuracy[i])]
         )
-    return "\n".join(lines)
+    header = ["confidence bin", "count", "confidence", "accuracy"]
+    return "\n".join([*lines, *table(header, bins, left=1, rule=False)])
 
 
 def _import_matplotlib():

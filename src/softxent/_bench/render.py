@@ -1,0 +1,259 @@
+"""The tables and notes that ``softxent bench`` prints, from a :class:`Report`.
+
+The numpy suite: a time table (softxent and every peer, with ratios and the bandwidth
+floor), a memory table and notes. The linear and torch suites: one line per implementation;
+distributed: one line per world size. How to read them: ``docs/bench.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from softxent._bench.results import SOFTXENT, ImplRow, WorldRow
+from softxent._bench.runner import Report, Row
+from softxent._text import paragraph, table
+
+
+def format_seconds(seconds: float) -> str:
+    """Three significant digits in s, ms or us: ``0.0231`` -> ``'23.1 ms'``."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            value = seconds / scale
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_bytes(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1000:  # at most three digits before the point: 1000 MiB -> 0.98 GiB
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
+
+
+def _case(row: Row) -> list[str]:
+    return [row.op, f"{row.shape[0]}x{row.shape[1]}", row.dtype]
+
+
+def _time_cell(row: Row, name: str) -> str:
+    if name in row.errors:
+        return "error"
+    if name not in row.times:
+        return "-"
+    cell = format_seconds(row.times[name])
+    if name != SOFTXENT and name in row.ratios:
+        cell += f" {row.ratios[name]:6.2f}x"
+    return cell
+
+
+def _floor_cell(row: Row) -> str:
+    ratio = row.floor_ratio
+    return "-" if ratio is None else f"{ratio:.2f}x {row.floor}"
+
+
+def time_table(report: Report) -> list[str]:
+    header = ["operation", "shape", "dtype", SOFTXENT, *report.peers, "vs floor"]
+    rows = [
+        [*_case(r), *(_time_cell(r, n) for n in [SOFTXENT, *report.peers]), _floor_cell(r)]
+        for r in report.rows
+    ]
+    return table(header, rows, left=3)
+
+
+def memory_table(report: Report) -> list[str]:
+    names = [SOFTXENT, *(n for n in report.peers if n in ("scipy", "numpy"))]
+    rows = []
+    for r in report.rows:
+        logits = r.shape[0] * r.shape[1] * _itemsize(r.dtype)
+        cells = []
+        for name in names:
+            extra = r.memory.get(name)
+            if extra is None:
+                cells.append("-")
+            elif r.floor is None:  # the 3x3 demo: a percentage of 36 bytes says nothing
+                cells.append(format_bytes(extra))
+            else:
+                cells.append(f"{format_bytes(extra)} ({100 * extra / logits:.0f}%)")
+        rows.append([*_case(r), format_bytes(logits), *cells])
+    return table(["operation", "shape", "dtype", "logits", *names], rows, left=3)
+
+
+def _itemsize(dtype: str) -> int:
+    return {"float16": 2, "float32": 4, "float64": 8}[dtype]
+
+
+def notes(report: Report) -> list[str]:
+    """The numpy suite's notes: settings, floors, skipped peers, failures."""
+    runs = f"{report.repeat} run" + ("s" if report.repeat > 1 else "")
+    lines = [
+        f"Medians of {runs} after 1 warm-up, {report.threads} threads "
+        f"(softxent, torch); JAX uses its own pool. Peer columns: time and peer time / "
+        f"softxent time (above 1: softxent is faster). vs floor: softxent time / one read "
+        f"pass (x.sum()) or one copy pass (numpy.copyto) of the logits, measured in this run.",
+    ]
+    for f in report.floors:
+        lines.append(
+            f"Floors {f.shape[0]}x{f.shape[1]} {f.dtype}: read {format_seconds(f.read)}, "
+            f"copy {format_seconds(f.copy)}."
+        )
+    for name, why in report.skipped.items():
+        if name in report.peers or name in ("torch", "jax", "scipy", "numpy"):
+            lines.append(f"Peer {name} skipped: {why}.")
+    for r in report.rows:
+        for name, error in r.errors.items():
+            lines.append(f"{name} failed on {' '.join(_case(r))}: {error}")
+    return lines
+
+
+IMPL_TITLES = {
+    "linear": "Linear suite: NumPy fused linear layer + cross-entropy, forward + backward",
+    "torch": "Torch suite: softxent.torch against torch, forward + backward",
+}
+FLOOR_LABEL = "matmuls (floor)"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _logits_bytes(row: ImplRow) -> int:
+    n, v = row.shape[0], row.shape[-1]
+    return n * v * _itemsize(row.dtype)
+
+
+def impl_table(rows: Sequence[ImplRow]) -> list[str]:
+    """One line per (computation, implementation): time, ratios and peak extra memory."""
+    header = ["operation", "shape", "dtype", "implementation", "time", "vs softxent"]
+    header += ["vs floor", "extra memory"]
+    lines = []
+    for row in rows:
+        case = [row.op, _shape(row.shape), row.dtype]
+        logits = _logits_bytes(row)
+        for name in [*row.times, *row.errors]:
+            if name in row.errors:
+                lines.append([*case, name, "error", "-", "-", "-"])
+                continue
+            extra = row.memory.get(name)
+            memory = (
+                "-" if extra is None else f"{format_bytes(extra)} ({100 * extra / logits:.0f}%)"
+            )
+            ratio = (
+                "-" if name == SOFTXENT or name not in row.ratios else f"{row.ratios[name]:.2f}x"
+            )
+            floor = row.floor_ratios.get(name)
+            lines.append(
+                [
+                    *case,
+                    name,
+                    format_seconds(row.times[name]),
+                    ratio,
+                    "-" if floor is None else f"{floor:.2f}x",
+                    memory,
+                ]
+            )
+        if row.floor_seconds is not None:
+            base = row.times.get(SOFTXENT)
+            ratio = "-" if not base else f"{row.floor_seconds / base:.2f}x"
+            seconds = format_seconds(row.floor_seconds)
+            lines.append([*case, FLOOR_LABEL, seconds, ratio, "1.00x", "-"])
+    return table(header, lines, left=4)
+
+
+def world_table(rows: Sequence[WorldRow]) -> list[str]:
+    header = ["world size", "tokens x hidden x vocab", "time", "vs world 1", "collectives"]
+    header += ["bytes", "vectors/token", "loss"]
+    lines = [
+        [
+            str(r.world_size),
+            _shape((r.tokens, r.hidden, r.vocab)),
+            format_seconds(r.seconds),
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            str(r.collectives),
+            str(r.bytes),
+            f"{r.per_token_vectors:.2f}",
+            f"{r.loss:.6f}",
+        ]
+        for r in rows
+    ]
+    return table(header, lines, left=2)
+
+
+def suite_notes(report: Report, suite: str) -> list[str]:
+    runs = f"{report.repeat} run" + ("s" if report.repeat > 1 else "")
+    if suite == "distributed":
+        steps = report.settings.get(suite, {}).get("steps")
+        return [
+            f"Median of {steps} calls after 1 warm-up per world size; gloo on 127.0.0.1, one "
+            "thread per rank; world size 1 runs without torch.distributed. vs world 1: time "
+            "/ world size 1's. collectives and bytes: one forward + backward as seen by "
+            "rank 0; vectors/token: bytes beyond the (N, D) input gradient / (4 * tokens)."
+        ]
+    lines = [
+        f"Medians of {runs} after 1 warm-up, {report.threads} threads. vs softxent: time / "
+        "softxent time (above 1: softxent is faster). vs floor: time / the three matmuls "
+        "alone (x @ W.T, g @ W, g.T @ x into preallocated outputs), measured in this run."
+    ]
+    if suite == "linear":
+        lines.append(
+            "Extra memory: tracemalloc peak beyond the inputs and the returned loss and "
+            "gradients (% of the (N, V) logits' size)."
+        )
+    else:
+        parallel = report.settings.get(suite, {}).get("parallel_processes", 1)
+        together = f", {parallel} at a time (--quick)" if parallel > 1 else ", one at a time"
+        lines.append(
+            "Every implementation runs in a fresh process" + together + ". Extra memory: "
+            "growth of the process's peak resident set size (ru_maxrss) from after the "
+            "inputs exist to after all calls, gradients included (% of the (N, V) logits' "
+            "size). softxent_inplace: inplace_backward=True on a copy of the logits made "
+            "untimed before each call. torch_lce: F.linear_cross_entropy with its default "
+            "options=None (the reference path); torch_chunked: "
+            "options=LinearCrossEntropyOptions() (chunking 'auto'); torch_chunked_ar1: "
+            "chunking_method='aspect_ratio'."
+        )
+        if "cce" in report.skipped:
+            lines.append(f"Peer cce skipped: {report.skipped['cce']}.")
+    for row in report.suite_rows.get(suite, []):
+        for name, error in row.errors.items():
+            lines.append(f"{name} failed on {row.op} {_shape(row.shape)} {row.dtype}: {error}")
+    return lines
+
+
+def _wrap(lines: Sequence[str]) -> list[str]:
+    return [wrapped for text in lines for wrapped in paragraph(text, width=99)]
+
+
+def format_report(report: Report) -> str:
+    """Each suite's tables and notes, as printed by ``softxent bench``.
+
+    The numpy suite: the time table, the memory table and the notes. The linear and torch
+    suites: one table each (time, ratios and memory per implementation); distributed: one
+    row per world size.
+    """
+    sections = []
+    if "numpy" in report.suites:
+        lines = ["Time (median)", *time_table(report), ""]
+        lines += [
+            "Peak extra memory (beyond inputs and outputs, tracemalloc; torch and JAX: n/a, "
+            "their allocators are invisible to it)",
+            *memory_table(report),
+            "",
+            *_wrap(notes(report)),
+        ]
+        sections.append("\n".join(lines))
+    for suite in report.suites:
+        rows = report.suite_rows.get(suite)
+        if suite == "numpy" or rows is None:
+            continue
+        if suite == "distributed":
+            title = "Distributed suite: vocab_parallel_linear_cross_entropy, forward + backward"
+            body = world_table(rows)
+        else:
+            title, body = IMPL_TITLES[suite], impl_table(rows)
+        sections.append("\n".join([title, *body, "", *_wrap(suite_notes(report, suite))]))
+    for suite, why in report.skipped_suites.items():
+        sections.append(f"Suite {suite} skipped: {why}.")
+    return "\n\n".join(sections)
