@@ -159,14 +159,14 @@ def score(
     bins : int, default 15
         Number of equal-width confidence bins of the ECE.
     batch_bytes : int, default 64 MiB
-        At most this many bytes of logits are in flight per block; memory use beyond the
-        input stays near ``batch_bytes`` (a block is copied only when its rows cannot be
-        viewed without a copy), plus per-row results (targets, and the per-sample losses
-        when asked for).
+        At most this many bytes of logits are in flight per block (a view, never a copy):
+        the pages of a memory-mapped file in memory at a time. Memory use beyond that is
+        a 1 MiB scratch block per thread plus per-row results (targets, and the
+        per-sample losses when asked for).
     per_sample : bool, default False
         Also return the per-sample losses ``w[y] (-log p_y)`` (0 for ignored rows, NaN or
         inf for non-finite ones), shape of ``target``, dtype of ``logits``: the values of
-        ``cross_entropy(..., reduction="none")`` (to rounding of the row sums).
+        ``cross_entropy(..., reduction="none")``.
     progress : callable, optional
         Called with the number of rows just finished after each block (for progress bars).
 
