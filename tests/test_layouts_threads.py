@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import softxent as sx
-from softxent import _blocks
+from softxent import _blocks, _score
 
 from conftest import (
     FLOAT_DTYPES,
@@ -192,6 +192,39 @@ def test_block_size_does_not_change_bits(shape, axis, dtype, block_bytes, monkey
     default = run_everything(x, axis)
     monkeypatch.setattr(_blocks, "BLOCK_BYTES", block_bytes)
     assert_bitwise_equal(run_everything(x, axis), default)
+
+
+def score_everything(x, axis, seed=0, batch_bytes=2**30):
+    """Everything :func:`softxent.score` reports for ``x``, as a dict of ndarrays."""
+    rng = np.random.default_rng(seed)
+    num_classes = x.shape[axis]
+    batch = tuple(n for d, n in enumerate(x.shape) if d != axis % x.ndim)
+    y = np.where(rng.random(batch) < 0.2, -100, rng.integers(0, num_classes, size=batch))
+    w = rng.uniform(0.5, 2.0, num_classes)
+    r = sx.score(x, y, axis=axis, weight=w, top_k=(1, 2, 3), per_sample=True,
+                 batch_bytes=batch_bytes)  # fmt: skip
+    out = {k: v for k, v in vars(r).items() if k not in ("top_k_accuracy", "nonfinite_treatment")}
+    out.update({f"top-{k}": v for k, v in r.top_k_accuracy.items()})
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize(("shape", "axis", "dtype"), CASES)
+def test_score_bits_do_not_depend_on_threads_or_blocks(shape, axis, dtype, monkeypatch,
+                                                       restore_threads):  # fmt: skip
+    x = random_logits(shape, dtype, seed=7)
+    x.reshape(-1)[3] = 1000.0 if dtype != np.float16 else 200.0  # exp overflows: redone
+    sx.set_num_threads(1)
+    serial = score_everything(x, axis)
+    for threads, block_bytes in [(2, None), (3, None), (1, 64), (3, 64), (2, 1000)]:
+        sx.set_num_threads(threads)
+        if block_bytes is not None:
+            monkeypatch.setattr(_score, "_BLOCK_BYTES", block_bytes)
+        assert_bitwise_equal(score_everything(x, axis), serial)
+    # Batches of a few rows: the row values and counts are the same bits; the float64
+    # sums over batches may round differently.
+    batched = score_everything(x, axis, batch_bytes=3 * x.shape[axis] * x.itemsize)
+    for key in ("per_sample", "bin_counts", "top-1", "top-2", "top-3", "n_nonfinite"):
+        assert np.array_equal(batched[key], serial[key], equal_nan=True), key
 
 
 def test_blocks_are_ragged_for_the_test_shapes(monkeypatch):

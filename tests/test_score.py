@@ -126,6 +126,27 @@ def test_per_sample_equals_cross_entropy_none():
     assert_close(r.per_sample, ref, np.float32, scale=logit_scale(x))
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("classes", [10, 300, 3001])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_per_sample_losses_are_cross_entropys_bits(dtype, classes, weighted):
+    # score runs the cross-entropy kernel's log-sum-exp, so its per-sample losses are the
+    # same bits, also for wide rows (their exponentials unshifted) and for a row that is
+    # redone shifted (a logit too large for exp).
+    rng = np.random.default_rng(40)
+    x = random_logits((70, classes), dtype, seed=41)
+    x[3, 5] = 1000.0 if dtype != np.float16 else 200.0
+    x[4, :] = -np.inf
+    x[4, 1] = 0.5
+    y = rng.integers(0, classes, 70)
+    y[::7] = -100
+    weight = rng.uniform(0.5, 2.0, classes) if weighted else None
+    r = sx.score(x, y, weight=weight, per_sample=True, batch_bytes=20 * classes)
+    ce = sx.cross_entropy(x, y, weight=weight, reduction="none")
+    assert r.per_sample.dtype == ce.dtype
+    np.testing.assert_array_equal(r.per_sample, ce)
+
+
 def test_top_k_matches_torch_topk_without_ties():
     import torch
 

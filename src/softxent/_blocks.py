@@ -27,9 +27,11 @@ from numpy.lib.stride_tricks import as_strided
 BLOCK_BYTES = 2 * 1024 * 1024
 
 
-def rows_per_block(num_classes: int, itemsize: int) -> int:
-    """How many rows of ``num_classes`` entries of ``itemsize`` bytes fill one block."""
-    return max(1, BLOCK_BYTES // max(1, num_classes * itemsize))
+def rows_per_block(num_classes: int, itemsize: int, block_bytes: int | None = None) -> int:
+    """How many rows of ``num_classes`` entries of ``itemsize`` bytes fill one block
+    of ``block_bytes`` (default :data:`BLOCK_BYTES`)."""
+    budget = BLOCK_BYTES if block_bytes is None else block_bytes
+    return max(1, budget // max(1, num_classes * itemsize))
 
 
 class Task(NamedTuple):

@@ -14,12 +14,13 @@ for the cores).
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 
-def _rowsum(a: np.ndarray) -> np.ndarray:
+def rowsum(a: np.ndarray) -> np.ndarray:
     """(R, C) -> (R,) sum of each row (pairwise summation for short rows: cheaper there)."""
     return np.add.reduce(a, axis=1) if a.shape[1] < 64 else np.einsum("ij->i", a)
 
@@ -29,7 +30,7 @@ def _rowdot(a: np.ndarray, b: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 
     A product into ``scratch`` then a row sum: 1.5x faster than the two-operand einsum.
     """
-    return _rowsum(np.multiply(a, b, out=scratch))
+    return rowsum(np.multiply(a, b, out=scratch))
 
 
 class Consts(NamedTuple):
@@ -92,7 +93,7 @@ def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None, ref=None) -> 
     if xb.shape[1] >= UNSHIFTED_MIN_CLASSES:
         dot = None if dot_with is None else _dot(xb, dot_with, scratch)
         np.exp(xb, out=work)  # (R, C)
-        s = _rowsum(work)  # (R,)
+        s = rowsum(work)  # (R,)
         ref = np.zeros(rows, ct) if ref is None else ref
         log_sum = np.log(s * np.exp(-ref))  # (R,) the product is >= 1 when ref = x[y]
         kept = (s >= _TINY) & (s <= _HUGE) & np.isfinite(log_sum)
@@ -104,7 +105,7 @@ def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None, ref=None) -> 
     np.subtract(xb, m[:, None], out=work)  # (R, C) <= 0
     dot = None if dot_with is None else _dot(work, dot_with, scratch)
     np.exp(work, out=work)
-    s = _rowsum(work)
+    s = rowsum(work)
     return Exp(m, m, 0.0, s, np.log(s), dot)
 
 
@@ -127,7 +128,7 @@ def _redo_shifted(xb, work, redo, e: Exp, dot_with, ct) -> Exp:
         dot = None
     np.exp(x, out=x)
     work[redo] = x
-    s[redo] = _rowsum(x)
+    s[redo] = rowsum(x)
     log_sum[redo] = np.log(s[redo])
     return Exp(ref, shift, shift - ref, s, log_sum, dot)
 
@@ -166,7 +167,7 @@ def store(ob: np.ndarray, work: np.ndarray, tmp: np.ndarray) -> None:
 
 
 def _dot(a, b, scratch):
-    return _rowsum(a) if isinstance(b, str) else _rowdot(a, b, scratch)
+    return rowsum(a) if isinstance(b, str) else _rowdot(a, b, scratch)
 
 
 def softmax_block(xb, ob, work, work2, c: Consts) -> None:
@@ -186,7 +187,7 @@ def log_softmax_block(xb, ob, work, work2, c: Consts) -> None:
     m = np.maximum.reduce(xb, axis=1)  # (R,)
     np.subtract(xb, m[:, None], out=work)  # (R, C) x - m, kept for the output
     np.exp(work, out=work2)  # (R, C)
-    log_s = np.log(_rowsum(work2))  # (R,)
+    log_s = np.log(rowsum(work2))  # (R,)
     _finish(ob, np.subtract, work, log_s[:, None], work2)
 
 
@@ -210,7 +211,7 @@ def logsumexp_block(xb, work, c: Consts) -> np.ndarray:
     lse = e.ref + e.log_sum  # (R,)
     infinite = np.isinf(e.ref)  # only rows shifted by an infinite max
     if infinite.any():  # rare: those rows unshifted, m' = 0
-        lse[infinite] = np.log(_rowsum(np.exp(np.asarray(xb[infinite], dtype=c.ct))))
+        lse[infinite] = np.log(rowsum(np.exp(np.asarray(xb[infinite], dtype=c.ct))))
     return lse
 
 
@@ -300,7 +301,7 @@ def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
         if offset is not None:
             np.add(wq, offset, out=wq)
         q = wq
-    sum_q = _rowsum(q)  # (R,)
+    sum_q = rowsum(q)  # (R,)
     e = exp_block(xb, work, c.ct, q, tmp)  # work = exp(x - shift); e.dot = sum q (x - shift)
     s, log_sum = e.s, e.log_sum  # (R,)
     sum_qd = e.dot + sum_q * e.gap  # (R,) sum_c q_c (x_c - ref)
@@ -314,3 +315,83 @@ def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
     if work is not ob:
         store(ob, work, tmp)
     return loss
+
+
+class RowScores(NamedTuple):
+    """What :func:`score_block` measures for each row of a block (all (R,), compute dtype)."""
+
+    nll: np.ndarray  # -log p[y]
+    confidence: np.ndarray  # max_c p_c
+    rank: np.ndarray  # other classes with a logit >= x[y], capped at kmax (exact integers)
+
+
+def score_block(xb, y, work, c: Consts, kmax: int) -> RowScores:
+    """Loss, top-1 confidence and capped rank of the target for one block of logits.
+
+    Parameters
+    ----------
+    xb : (R, C) logits block.
+    y : (R,) int64 target ids (ignored rows hold any valid id).
+    work : (R, C) scratch of the compute dtype.
+    kmax : the rank is counted up to ``kmax``, enough to decide every top-k with k <= kmax.
+
+    Notes
+    -----
+    With ``p = softmax(x)`` and ``shift`` the row max or 0 (see :func:`exp_block`)::
+
+        nll = lse - x[y]                     (as ce_index_block computes it)
+        confidence = max_c exp(x_c - shift) / sum_c exp(x_c - shift)
+        rank = #{c != y : x_c >= x[y]}       (ties count against the target)
+    """
+    C = xb.shape[1]
+    r = c.rows[: xb.shape[0]]
+    x_y = xb[r, y].astype(c.ct, copy=False)  # (R,)
+    e = exp_block(xb, work, c.ct, ref=x_y)  # work = exp(x - shift)
+    nll = e.log_sum + (e.ref - x_y)  # e.ref is x[y] unless the row was shifted
+    # A row shifted by its max has max_c exp(x_c - m) = exp(0) = 1: no pass needed.
+    top = 1.0 if C < UNSHIFTED_MIN_CLASSES else np.maximum.reduce(work, axis=1)  # (R,)
+    confidence = top / e.s
+    p_y = work[r, y] / e.s  # (R,)
+    return RowScores(nll, confidence, _target_rank(xb, x_y, p_y, work, kmax))
+
+
+def _target_rank(xb, x_y, p_y, work, kmax: int) -> np.ndarray:
+    """(R,) number of other classes whose logit is >= ``x_y``, capped at ``kmax``.
+
+    Raw logits are compared: ``x - max`` could round distinct values together. ``work``
+    (R, C) is free scratch by now.
+    """
+    R, C = xb.shape
+    ct = work.dtype
+    rank = np.zeros(R, ct)  # (R,) 0 unless counted below
+    # A target with p_y > 1/2 has rank 0: another class >= it would hold p >= p_y too.
+    # 0.75 leaves room for the rounding of the row sum (relative error < C eps < 1/3).
+    sure = 0.75 if C * np.finfo(ct).eps < 1 / 3 else math.inf
+    todo = np.flatnonzero(~(p_y > sure))  # NaN rows too: the caller excludes them anyway
+    if not todo.size:
+        return rank
+    xs = xb if todo.size == R else xb[todo]  # (t, C)
+    ref = x_y[todo]  # (t,)
+    counted = np.full(todo.size, kmax, ct)  # (t,) capped rank
+    undecided = np.arange(todo.size)
+    # Rows whose target is beaten by kmax others within the first columns are decided
+    # without reading the rest (most rows of a large vocabulary).
+    prefix = max(64, C // 8) if C >= 256 else C
+    if prefix < C:
+        part = _count_at_least(xs, ref, work, prefix) - 1.0  # others, or itself too
+        undecided = np.flatnonzero(part < kmax)
+    if undecided.size:
+        sub = xs if undecided.size == todo.size else xs[undecided]
+        full = _count_at_least(sub, ref[undecided], work, C) - 1.0  # the target itself too
+        counted[undecided] = np.minimum(full, kmax)
+    rank[todo] = counted
+    return rank
+
+
+def _count_at_least(xs, ref, work, cols: int) -> np.ndarray:
+    """(n,) how many of the first ``cols`` entries of each row of ``xs`` are >= ``ref``."""
+    flags = work[: xs.shape[0], :cols]  # (n, cols) 1.0 or 0.0
+    np.greater_equal(xs[:, :cols], ref[:, None], out=flags, casting="unsafe")
+    if xs.shape[1] < 2**24:  # float32 counts are exact up to 2**24
+        return rowsum(flags)
+    return flags.sum(axis=1, dtype=np.float64)  # pragma: no cover

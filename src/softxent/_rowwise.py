@@ -24,15 +24,17 @@ def for_each_block(
     ct: np.dtype,
     body: Callable[[Task, Sequence[np.ndarray], Consts], None],
     num_scratch: int,
+    *,
+    block_bytes: int | None = None,
 ) -> None:
     """Call ``body(task, scratch, consts)`` for every block, in parallel.
 
     ``scratch`` holds ``num_scratch`` C-contiguous ``(rows, C)`` buffers of ``ct`` owned by
-    the calling worker (allocated once per worker, not per block).
+    the calling worker (allocated once per worker, not per block). A block holds at most
+    ``block_bytes`` of ``ct`` (default ``_blocks.BLOCK_BYTES``), or one row.
     """
-    block_rows = min(
-        _blocks.rows_per_block(blocks.num_classes, ct.itemsize), max(1, blocks.num_rows)
-    )
+    per_block = _blocks.rows_per_block(blocks.num_classes, ct.itemsize, block_bytes)
+    block_rows = min(per_block, max(1, blocks.num_rows))
     tasks = blocks.tasks(block_rows)
     consts = make_consts(ct, blocks.num_classes, block_rows)
     if len(tasks) == 1:  # small input: no thread hand-off

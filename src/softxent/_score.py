@@ -1,25 +1,28 @@
 """score: evaluate saved logits (loss, perplexity, top-k accuracy, calibration) in bounded memory.
 
-The logits are read in blocks of whole rows of at most ``batch_bytes``; each block is cut
-into cache-sized chunks that the worker threads process in one fused pass (max, exp, row
-sum, rank of the target), and only per-row numbers leave a chunk. Sums over rows are taken
-in float64, so the result does not depend on the block size beyond float64 rounding.
+The logits are read in batches of whole rows of at most ``batch_bytes``
+(``_score_reader``); the driver of the kernel layer cuts each batch into cache-sized
+blocks that the worker threads run through ``_kernels.score_block`` (exp, row sum,
+confidence, rank of the target), and only per-row numbers leave a block. Sums over rows
+are taken in float64 here, batch by batch, so the result does not depend on the batch size
+beyond float64 rounding, nor on the thread count or block size at all.
 """
 
 from __future__ import annotations
 
 import math
-import mmap
 import numbers
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent._kernels import _rowsum
-from softxent._threads import run_parallel
+from softxent import _kernels
+from softxent._blocks import RowBlocks
+from softxent._rowwise import compute_dtype, for_each_block
+from softxent._score_reader import row_batches
 from softxent._validation import (
     as_class_weight,
     as_float_array,
@@ -32,10 +35,11 @@ __all__ = ["DEFAULT_BATCH_BYTES", "ScoreResult", "score"]
 #: Default bound on the logits read per block (64 MiB).
 DEFAULT_BATCH_BYTES = 64 * 2**20
 
-#: Bytes of logits one worker processes at a time: small enough to stay in a core's L2
-#: cache, so the passes after the first read from cache, not from memory; large enough
-#: that the ~20 NumPy calls per chunk cost little (1 MiB measured 5-8% faster than 512 KiB).
-_CHUNK_BYTES = 1024 * 1024
+#: Bytes of logits one worker processes at a time (one block of the kernel layer, and the
+#: worker's one scratch buffer): small enough to stay in a core's L2 cache, so the passes
+#: after the first read from cache, not from memory; large enough that the ~20 NumPy calls
+#: per block cost little (1 MiB measured 5-8% faster than 512 KiB).
+_BLOCK_BYTES = 1024 * 1024
 
 _LN2 = math.log(2.0)
 
@@ -155,14 +159,14 @@ def score(
     bins : int, default 15
         Number of equal-width confidence bins of the ECE.
     batch_bytes : int, default 64 MiB
-        At most this many bytes of logits are in flight per block; memory use beyond the
-        input stays near ``batch_bytes`` (a block is copied only when its rows cannot be
-        viewed without a copy), plus per-row results (targets, and the per-sample losses
-        when asked for).
+        At most this many bytes of logits are in flight per block (a view, never a copy):
+        the pages of a memory-mapped file in memory at a time. Memory use beyond that is
+        a 1 MiB scratch block per thread plus per-row results (targets, and the
+        per-sample losses when asked for).
     per_sample : bool, default False
         Also return the per-sample losses ``w[y] (-log p_y)`` (0 for ignored rows, NaN or
         inf for non-finite ones), shape of ``target``, dtype of ``logits``: the values of
-        ``cross_entropy(..., reduction="none")`` (to rounding of the row sums).
+        ``cross_entropy(..., reduction="none")``.
     progress : callable, optional
         Called with the number of rows just finished after each block (for progress bars).
 
@@ -223,22 +227,20 @@ def score(
     class_weight = as_class_weight(weight, num_classes, np.dtype(np.float64))
     _check_target_range(t, batch_shape, num_classes, ignore_index, batch_bytes)
 
-    ct = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+    ct = compute_dtype(x.dtype)
     state = _Accumulator(ks, bins, class_weight, ct)
     losses = np.empty(batch_shape, x.dtype) if per_sample else None
     flat_losses = None if losses is None else losses.reshape(-1)  # a view: losses is new
     row0 = 0
-    for blk, tgt in _blocks(xm, t, batch_bytes):
-        rows2d = _as_rows(blk, num_classes)  # (R, C)
+    for blk, tgt in row_batches(xm, t, batch_bytes):
         y = np.asarray(tgt).reshape(-1).astype(np.int64)  # (R,)
         valid = y != ignore_index
         y[~valid] = 0  # any in-range id, so gathering works; masked below
-        nll, conf, rank = _block_stats(rows2d, y, ct, max(ks, default=1))
+        nll, conf, rank = _row_scores(blk, y, ct, max(ks, default=1))
         state.add(nll, conf, rank, y, valid)
         if flat_losses is not None:
             flat_losses[row0 : row0 + len(y)] = _row_losses(nll, y, valid, class_weight, ct)
         row0 += len(y)
-        _release_pages(blk)
         if progress is not None:
             progress(len(y))
     return state.result(row0, losses)
@@ -300,144 +302,27 @@ def _check_target_range(t, batch_shape, num_classes, ignore_index, batch_bytes) 
             )
 
 
-# ----------------------------------------------------------------------------- blocks
-
-
-def _blocks(xm: np.ndarray, t: np.ndarray, batch_bytes: int) -> Iterator[tuple[np.ndarray, Any]]:
-    """``(logits block (b, *rest, C), target block (b, *rest))`` in C order of the batch.
-
-    Blocks are slices along the first batch axis whose trailing rows fit in
-    ``batch_bytes``; axes in front of it are looped over one index at a time.
-    """
-    batch_shape = xm.shape[:-1]
-    row_bytes = xm.shape[-1] * xm.itemsize
-    if not batch_shape:  # a single row
-        yield xm[np.newaxis], np.reshape(t, (1,))
-        return
-    depth = len(batch_shape) - 1
-    for d in range(len(batch_shape)):
-        if math.prod(batch_shape[d + 1 :]) * row_bytes <= batch_bytes:
-            depth = d
-            break
-    inner = math.prod(batch_shape[depth + 1 :]) * row_bytes
-    step = max(1, batch_bytes // max(1, inner))
-    for outer in np.ndindex(*batch_shape[:depth]):
-        for a in range(0, batch_shape[depth], step):
-            index = (*outer, slice(a, a + step))
-            yield xm[index], t[index]
-
-
-def _as_rows(blk: np.ndarray, num_classes: int) -> np.ndarray:
-    """``blk`` as (rows, C): a view when the layout allows, else one block-sized copy."""
-    try:
-        return np.reshape(blk, (-1, num_classes), copy=False)
-    except ValueError:
-        return np.ascontiguousarray(blk).reshape(-1, num_classes)
-    except TypeError:  # pragma: no cover - NumPy < 2.1 has no copy= in reshape
-        return blk.reshape(-1, num_classes)
-
-
-def _release_pages(blk: np.ndarray) -> None:
-    """Drop the pages of a block read from a read-only file mapping from our resident set.
-
-    The data stays in the OS page cache; without this a scan of a memory-mapped file
-    would count the whole file as our memory. Only read-only shared mappings are touched,
-    so no data can be lost; any failure just leaves the pages mapped.
-    """
-    base = blk
-    while isinstance(base, np.ndarray):
-        if isinstance(base, np.memmap) and getattr(base, "mode", None) != "r":
-            return
-        base = base.base
-    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    try:
-        start = np.frombuffer(base, np.uint8).__array_interface__["data"][0]
-        low, high = _byte_bounds(blk)
-        page = mmap.PAGESIZE
-        first = -(-(low - start) // page) * page  # whole pages inside the block only
-        last = (high - start) // page * page
-        if last > first:
-            base.madvise(mmap.MADV_DONTNEED, first, last - first)
-    except (ValueError, OSError, TypeError, AttributeError):  # pragma: no cover
-        pass
-
-
-def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
-    try:
-        from numpy.lib.array_utils import byte_bounds
-    except ImportError:  # pragma: no cover - NumPy < 2.0
-        byte_bounds = getattr(np, "byte_bounds")  # noqa: B009 - gone in NumPy 2
-    return byte_bounds(a)
-
-
 # ----------------------------------------------------------------------------- kernel
 
 
-def _block_stats(x: np.ndarray, y: np.ndarray, ct: np.dtype, kmax: int):
-    """Per-row ``-log p[y]``, ``max p`` and capped rank of the target for a (R, C) block.
+def _row_scores(blk: np.ndarray, y: np.ndarray, ct: np.dtype, kmax: int) -> _kernels.RowScores:
+    """:func:`_kernels.score_block` over a batch ``blk`` (b, *rest, C), on the worker threads.
 
-    The rank is the number of other classes whose logit is >= the target's, capped at
-    ``kmax`` (enough to decide every top-k with k <= kmax). All three are computed chunk
-    by chunk on the worker threads, with one read of the block from memory.
+    Rows are viewed where they lie (strided layouts too), never copied whole.
     """
-    R, C = x.shape
-    nll = np.empty(R, ct)  # (R,)
-    conf = np.empty(R, ct)  # (R,)
+    blocks = RowBlocks([blk], blk.ndim - 1)
+    R = blocks.num_rows
+    nll, conf = np.empty(R, ct), np.empty(R, ct)  # (R,)
     rank = np.empty(R, ct)  # (R,) exact integers: counts <= C < 2**24 in float32
-    chunk = max(1, _CHUNK_BYTES // (C * ct.itemsize))
-    tasks = [(lo, min(lo + chunk, R)) for lo in range(0, R, chunk)]
-    # A target with p_y > 1/2 has rank 0: another class >= it would hold p >= p_y too.
-    # 0.75 leaves room for the rounding of the row sum (relative error < C eps < 1/3).
-    sure = 0.75 if C * np.finfo(ct).eps < 1 / 3 else math.inf
-    # Rows whose target is beaten by kmax others within the first columns are decided
-    # without reading the rest (most rows of a large vocabulary).
-    prefix = max(64, C // 8) if C >= 256 else C
 
-    def count_ge(xs, ref, buf, cols):  # (n,) classes among the first cols >= ref
-        np.greater_equal(xs[:, :cols], ref[:, None], out=buf[:, :cols], casting="unsafe")
-        if C < 2**24:
-            return _rowsum(buf[:, :cols])
-        return buf[:, :cols].sum(axis=1, dtype=np.float64)  # pragma: no cover
+    def body(task, scratch, consts) -> None:
+        lo, hi = task.row0, task.row0 + task.stop - task.start
+        nll[lo:hi], conf[lo:hi], rank[lo:hi] = _kernels.score_block(
+            blocks.block(0, task), y[lo:hi], scratch[0], consts, kmax
+        )
 
-    def work(my_tasks) -> None:
-        buf = np.empty((chunk, C), ct)
-        rows = np.arange(chunk)
-        # NaN/inf rows give NaN/inf losses, which are counted, not warned about.
-        with np.errstate(all="ignore"):
-            for lo, hi in my_tasks:
-                xb, yb, r, w = x[lo:hi], y[lo:hi], rows[: hi - lo], buf[: hi - lo]
-                # Same order of operations as cross_entropy's kernel.
-                m = xb.max(axis=1)  # (r,) NaN if the row has one
-                np.subtract(xb, m[:, None], out=w, dtype=ct)  # (r, C) x - max
-                d_y = w[r, yb]  # (r,)
-                np.exp(w, out=w)
-                s = _rowsum(w)  # (r,) sum exp(x - max) >= 1
-                p_y = w[r, yb] / s  # (r,)
-                nll[lo:hi] = np.log(s) - d_y
-                conf[lo:hi] = 1.0 / s  # exp(max - lse)
-                # Rank: compare raw logits (x - max could round distinct values together).
-                x_y = xb[r, yb]  # (r,)
-                out = np.zeros(hi - lo, ct)  # (r,) rank 0 unless counted below
-                todo = np.flatnonzero(~(p_y > sure))  # NaN rows too: excluded later anyway
-                if todo.size:
-                    xs = xb if todo.size == hi - lo else xb[todo]  # (t, C)
-                    ref = x_y[todo]
-                    ws = w[: todo.size]
-                    counted = np.full(todo.size, kmax, ct)  # (t,) capped rank
-                    undecided = np.arange(todo.size)
-                    if prefix < C:
-                        part = count_ge(xs, ref, ws, prefix) - 1.0  # others, or itself too
-                        undecided = np.flatnonzero(part < kmax)
-                    if undecided.size:
-                        sub = xs if undecided.size == todo.size else xs[undecided]
-                        full = count_ge(sub, ref[undecided], ws[: undecided.size], C) - 1.0
-                        counted[undecided] = np.minimum(full, kmax)
-                    out[todo] = counted
-                rank[lo:hi] = out
-
-    run_parallel(work, tasks)
-    return nll, conf, rank
+    for_each_block(blocks, ct, body, num_scratch=1, block_bytes=_BLOCK_BYTES)
+    return _kernels.RowScores(nll, conf, rank)
 
 
 def _row_losses(nll, y, valid, class_weight, ct) -> np.ndarray:
