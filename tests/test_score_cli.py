@@ -298,3 +298,25 @@ def test_existing_output_is_replaced_whole(files, capsys):
     assert score_main(logits, targets, "--per-sample", out) == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "loss" and len(lines) == 4
+
+
+def test_table_prints_huge_losses_in_exponent_form(tmp_path):
+    """A loss of 1e30 nats is one short number in the table, not 31 digits."""
+    logits = np.array([[1e30, 0.0], [0.0, 1.0]], dtype=np.float64)
+    np.save(tmp_path / "l.npy", logits)
+    np.save(tmp_path / "t.npy", np.array([1, 1]))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "softxent",
+            "score",
+            str(tmp_path / "l.npy"),
+            str(tmp_path / "t.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("cross-entropy"))
+    assert "e+29" in line and len(line) < 60, line

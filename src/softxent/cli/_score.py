@@ -229,8 +229,13 @@ def _check_inputs(logits, targets, axis, logits_name, targets_name) -> None:
         )
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 4) -> str:
+    """``digits`` decimals; very large or small magnitudes in exponent form (never 300 digits)."""
+    if value is None or math.isnan(value):
+        return "-"
+    if value != 0 and math.isfinite(value) and not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.{digits}e}"
+    return f"{value:.{digits}f}"
 
 
 def format_table(r: ScoreResult, logits_name: str, targets_name: str, logits) -> str:
