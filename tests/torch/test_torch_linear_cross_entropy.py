@@ -489,3 +489,24 @@ def test_module_matches_torch_module(bias):
     assert_close(loss, ref, torch.float64)
     for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert_close(p.grad, q.grad, torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf")])
+def test_nonfinite_input_on_ignored_tokens_contributes_nothing(backend, reduction, garbage):
+    """Issue 15: padding tokens hold garbage; 0 * NaN must not reach the layer's gradients."""
+    x, w, b, t, cw = make_layer(n=9, ignore=True, weighted=True, seed=5)
+    ignored = t == -100
+    assert 0 < int(ignored.sum()) < 9
+    dirty = x.masked_fill(ignored[:, None], garbage)
+    clean = x.masked_fill(ignored[:, None], 0.0)
+    kw = dict(reduction=reduction, chunk_size=4)
+    (loss, grads), _ = run_both(dirty, w, b, t, cw, backend=backend, **kw)
+    _, (ref, ref_grads) = run_both(clean, w, b, t, cw, backend=backend, **kw)
+    for tensor in (loss, *grads):
+        assert torch.isfinite(tensor).all()
+    assert not grads[0][ignored].any()
+    assert_close(loss, ref, torch.float64)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        assert_close(grad, ref_grad, torch.float64)

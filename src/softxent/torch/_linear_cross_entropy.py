@@ -327,6 +327,7 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         else:
             scale = 1.0
     chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype)
+    ignored = None if prob else t == options.ignore_index  # (N,) bool, no host sync
     device = hidden.device
     losses = torch.empty(n, dtype=ct, device=device)  # (N,)
     d_hidden = torch.empty((n, dim), dtype=dtype, device=device) if needs[0] else None
@@ -354,6 +355,8 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         if d_hidden is not None:
             d_hidden[i:j] = d_logits.to(dtype) @ lw  # (c, D)
         if d_weight is not None:
+            if ignored is not None:  # padding may hold NaN: 0 * NaN must not reach d_weight
+                h = h.masked_fill(ignored[i:j, None], 0)  # (c, D), 1/V of the matmuls' work
             d_weight.addmm_(d_logits.to(acc).T, h.to(acc))  # (V, D) += (V, c) @ (c, D)
         if d_bias is not None:
             d_bias += d_logits.sum(0).to(acc)  # (V,)
