@@ -247,7 +247,7 @@ def linear_cross_entropy(
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.
     chunk_size : int, optional
-        Rows per chunk. Default: as many as fit in :data:`CHUNK_BYTES` (128 MiB) of logits
+        Rows per chunk. Default: as many as fit in 128 MiB of logits
         in the compute dtype.
 
     Returns
@@ -352,7 +352,7 @@ def linear_cross_entropy_with_grad(
     Notes
     -----
     Memory: besides the inputs and the returned gradients, one ``(chunk_size, V)`` buffer
-    of the compute dtype (:data:`CHUNK_BYTES` by default) and a 2 MiB scratch through
+    of the compute dtype (128 MiB by default) and a 2 MiB scratch through
     which each chunk's contribution to ``d_weight`` is added, one vocabulary slice at a
     time (NumPy's matmul cannot accumulate into its output). Gradients are accumulated in
     float32 for float16/float32 layers and in float64 for float64 layers; float16
