@@ -47,6 +47,12 @@ def _extras_repr(module: nn.Module, defaults: dict[str, Any]) -> str:
     )
 
 
+def _options_of(module: nn.Module, *specific: str) -> LossOptions:
+    """The module's options, validated, read from its attributes now (not at construction)."""
+    names = ("ignore_index", "reduction", "label_smoothing", "z_loss", "softcap", *specific)
+    return make_options(**{name: getattr(module, name) for name in names})
+
+
 class CrossEntropyLoss(nn.Module):
     """Module form of :func:`softxent.torch.cross_entropy`: a drop-in for
     ``torch.nn.CrossEntropyLoss`` without the deprecated ``size_average``/``reduce``.
@@ -103,14 +109,7 @@ class CrossEntropyLoss(nn.Module):
         self._options()
 
     def _options(self) -> LossOptions:
-        return make_options(
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            z_loss=self.z_loss,
-            softcap=self.softcap,
-            inplace_backward=self.inplace_backward,
-        )
+        return _options_of(self, "inplace_backward")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = _eager_when_compiled(_cross_entropy)
@@ -206,14 +205,7 @@ class LinearCrossEntropyLoss(nn.Module):
                 f"options must be None, got {self.options!r}: softxent does not take torch's "
                 "LinearCrossEntropyOptions; pass chunk_size (tokens per chunk) instead"
             )
-        return make_options(
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            z_loss=self.z_loss,
-            softcap=self.softcap,
-            chunk_size=self.chunk_size,
-        )
+        return _options_of(self, "chunk_size")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = _eager_when_compiled(_linear_cross_entropy)
