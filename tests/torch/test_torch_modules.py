@@ -34,6 +34,12 @@ def _hidden_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor([0, 4, 2, 2, 1, 3])
 
 
+def _position_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, generator=g, dtype=dtype)
+    return x, torch.randint(0, 5, (3, 2, 3), generator=g)
+
+
 @dataclass(frozen=True)
 class Pair:
     """A softxent module, the torch module it replaces, and how to build and call both."""
@@ -47,7 +53,8 @@ class Pair:
     omitted: tuple[str, ...] = ()  #: torch's deprecated constructor arguments we leave out
 
     def __str__(self) -> str:
-        return self.ours.__name__
+        out = self.kwargs.get("out_features")
+        return self.ours.__name__ + (f"-out_features={out}" if out else "")
 
 
 def _class_weight() -> torch.Tensor:
@@ -68,6 +75,14 @@ PAIRS = [
         args=(4, 5),
         kwargs={"bias": True, "label_smoothing": 0.1},
         inputs=_hidden_inputs,
+        extras=("z_loss", "softcap", "chunk_size"),
+    ),
+    Pair(  # torch's K-dimensional loss: logits (N, C, 2, 3)
+        LinearCrossEntropyLoss,
+        nn.LinearCrossEntropyLoss,
+        args=(4, 5),
+        kwargs={"out_features": (2, 3), "bias": True, "label_smoothing": 0.1},
+        inputs=_position_inputs,
         extras=("z_loss", "softcap", "chunk_size"),
     ),
 ]
@@ -234,9 +249,45 @@ def test_torch_compile_gives_the_same_numbers(pair, z_loss):
     assert compiled(x, target).shape == target.shape
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("prob", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_k_dimensional_loss_matches_torch(reduction, prob, weighted):
+    """out_features=(d1, ..., dk): loss and layer gradients as torch's module gives them."""
+    g = torch.Generator().manual_seed(3)
+    kw = dict(out_features=(4, 3), bias=True, dtype=torch.float64, reduction=reduction,
+              label_smoothing=0.1)  # fmt: skip
+    if weighted:
+        kw["weight"] = torch.rand(10, generator=g, dtype=torch.float64) + 0.5
+    theirs = nn.LinearCrossEntropyLoss(5, 10, **kw)
+    ours = LinearCrossEntropyLoss(5, 10, chunk_size=2, **kw)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    if prob:
+        target = torch.randn(3, 10, 4, 3, generator=g, dtype=torch.float64).softmax(1)
+    else:
+        target = torch.randint(0, 10, (3, 4, 3), generator=g)
+        target[0, 1, 2] = target[2, 0, 0] = -100
+    upstream = torch.randn((3, 4, 3) if reduction == "none" else (), generator=g).double()
+    results = []
+    for module in (ours, theirs):
+        inp = x.clone().requires_grad_(True)
+        loss = module(inp, target)
+        loss.backward(upstream)
+        results.append([loss, inp.grad, module.linear.weight.grad, module.linear.bias.grad])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_linear_refuses_what_it_does_not_support():
-    with pytest.raises(ValueError, match="out_features"):
-        LinearCrossEntropyLoss(4, 5, out_features=(2,))
+    for out_features in [(0,), (2, -1), ("2",), 3]:
+        with pytest.raises(ValueError, match="out_features"):
+            LinearCrossEntropyLoss(4, 5, out_features=out_features)
+    positions = LinearCrossEntropyLoss(4, 5, out_features=(2,))
+    with pytest.raises(ValueError, match=r"input must be 2-D"):
+        positions(torch.randn(4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target of class indices must have shape \(3, 2\)"):
+        positions(torch.randn(3, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="chunk_size"):
         LinearCrossEntropyLoss(4, 5, options=nn.LinearCrossEntropyOptions())
     with pytest.raises(ValueError, match="label_smoothing"):

@@ -19,6 +19,7 @@ from torch import nn
 
 from softxent.torch._cross_entropy import _cross_entropy
 from softxent.torch._linear_cross_entropy import _linear_cross_entropy
+from softxent.torch._linear_positions import linear_cross_entropy_positions
 from softxent.torch._options import LossOptions, make_options
 
 __all__ = ["CrossEntropyLoss", "LinearCrossEntropyLoss"]
@@ -128,8 +129,10 @@ class LinearCrossEntropyLoss(nn.Module):
     materialising the logits. torch's attributes (``num_classes``, ``out_features``,
     ``reduction``, ``ignore_index``, ``label_smoothing``, ``options``) and softxent's
     (``z_loss``, ``softcap``, ``chunk_size``) are read at every call; ``weight`` is a
-    persistent buffer. Not supported (``ValueError``): a non-empty ``out_features``
-    (torch's K-dimensional loss) and torch's ``options`` (``chunk_size`` plays its role).
+    persistent buffer. ``out_features=(d1, ..., dk)`` gives torch's K-dimensional loss
+    (``C * d1 * ... * dk`` outputs, logits read as ``(N, C, d1, ..., dk)``), computed one
+    position at a time. torch's ``options`` is not supported (``ValueError``):
+    ``chunk_size`` plays its role.
 
     Examples
     --------
@@ -195,10 +198,13 @@ class LinearCrossEntropyLoss(nn.Module):
         self.linear = nn.Linear(in_features, classes, bias=bias, device=device, dtype=dtype)
 
     def _options(self) -> LossOptions:
-        if tuple(self.out_features) != ():
+        out = self.out_features
+        if not isinstance(out, tuple | list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in out
+        ):
             raise ValueError(
-                f"out_features must be () (one loss per token), got {self.out_features!r}: "
-                "torch's K-dimensional loss is not supported by softxent"
+                f"out_features must be a tuple of positive ints (d1, ..., dk) for a "
+                f"K-dimensional loss, or () for one loss per token, got {out!r}"
             )
         if self.options is not None:
             raise ValueError(
@@ -208,9 +214,15 @@ class LinearCrossEntropyLoss(nn.Module):
         return _options_of(self, "chunk_size")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        options, linear = self._options(), self.linear
+        if self.out_features:
+            loss = _eager_when_compiled(linear_cross_entropy_positions)
+            return loss(
+                input, linear.weight, target, linear.bias, self.weight, options,
+                self.num_classes, tuple(self.out_features),
+            )  # fmt: skip
         loss = _eager_when_compiled(_linear_cross_entropy)
-        linear = self.linear
-        return loss(input, linear.weight, target, linear.bias, self.weight, self._options())
+        return loss(input, linear.weight, target, linear.bias, self.weight, options)
 
     def extra_repr(self) -> str:
         torch_repr = (  # torch 2.13's, word for word
