@@ -81,6 +81,7 @@ class CrossEntropyLoss(nn.Module):
     __constants__: ClassVar[list[str]] = ["ignore_index", "reduction", "label_smoothing"]
     _EXTRAS: ClassVar[dict[str, Any]] = {"z_loss": 0.0, "softcap": None, "inplace_backward": False}
 
+    weight: torch.Tensor | None  #: the class weight, a buffer
     ignore_index: int
     reduction: str
     label_smoothing: float
@@ -154,6 +155,7 @@ class LinearCrossEntropyLoss(nn.Module):
     ]
     _EXTRAS: ClassVar[dict[str, Any]] = {"z_loss": 0.0, "softcap": None, "chunk_size": None}
 
+    weight: torch.Tensor | None  #: the class weight, a buffer
     num_classes: int
     out_features: tuple[int, ...]
     reduction: str
@@ -216,8 +218,8 @@ class LinearCrossEntropyLoss(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         options, linear = self._options(), self.linear
         if self.out_features:
-            loss = _eager_when_compiled(linear_cross_entropy_positions)
-            return loss(
+            positions = _eager_when_compiled(linear_cross_entropy_positions)
+            return positions(
                 input, linear.weight, target, linear.bias, self.weight, options,
                 self.num_classes, tuple(self.out_features),
             )  # fmt: skip
