@@ -292,3 +292,5 @@ def test_linear_refuses_what_it_does_not_support():
         LinearCrossEntropyLoss(4, 5, options=nn.LinearCrossEntropyOptions())
     with pytest.raises(ValueError, match="label_smoothing"):
         LinearCrossEntropyLoss(4, 5, label_smoothing=2.0)
+    with pytest.raises(ValueError, match=r"weight must have shape \(5,\)"):
+        LinearCrossEntropyLoss(4, 5, weight=torch.ones(4))  # torch raises here too

@@ -185,6 +185,11 @@ class LinearCrossEntropyLoss(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(weight, torch.Tensor) and tuple(weight.shape) != (num_classes,):
+            raise ValueError(  # checked here, as torch does, not only at the first call
+                f"weight must have shape ({num_classes},), one entry per class, "
+                f"got shape {tuple(weight.shape)}"
+            )
         self.register_buffer("weight", weight)
         self.num_classes = num_classes
         self.out_features = out_features
