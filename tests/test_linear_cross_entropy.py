@@ -410,3 +410,33 @@ def test_class_weight_is_not_the_layer_weight():
     hidden, weight, target = _ok()
     with pytest.raises(TypeError, match="weight"):
         sx.linear_cross_entropy(hidden, weight, target, weight=np.ones(5))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [5, None])  # ignored rows in the first and later chunks
+@pytest.mark.parametrize("garbage", [np.nan, np.inf])
+def test_nonfinite_hidden_on_ignored_tokens_contributes_nothing(
+    dtype, reduction, chunk_size, garbage
+):
+    """Issue 15: padding tokens hold garbage; 0 * NaN must not reach d_weight or d_bias."""
+    hidden, weight, bias, target, cw = make_case(dtype, ignore=True, class_weight=True, seed=3)
+    ignored = target == IGNORE
+    assert 0 < ignored.sum() < N and ignored[:5].any()
+    dirty = hidden.copy()
+    dirty[ignored] = garbage
+    dirty[np.flatnonzero(ignored)[0], 0] = -garbage  # NaN, or +inf and -inf in one row
+    clean = np.where(ignored[:, None], 0, hidden).astype(dtype)
+    g = np.random.default_rng(4).standard_normal(N) if reduction == "none" else None
+    options = dict(class_weight=cw, reduction=reduction, grad_output=g)
+    result = sx.linear_cross_entropy_with_grad(
+        dirty, weight, target, bias, chunk_size=chunk_size, **options
+    )
+    for name, array in zip(result._fields, result, strict=True):
+        assert np.isfinite(array).all(), name
+    assert not result.d_hidden[ignored].any()
+    expected = torch_linear_ce(clean, weight, bias, target, **options)
+    assert_grads_close(result, expected, dtype)
+    loss_only = sx.linear_cross_entropy(dirty, weight, target, bias, class_weight=cw,
+                                        reduction=reduction, chunk_size=chunk_size)  # fmt: skip
+    assert np.array_equal(loss_only, result.loss)

@@ -343,15 +343,32 @@ def test_nonfinite_rows_are_excluded_and_counted():
                  scale=logit_scale(x))  # fmt: skip
 
 
-def test_nothing_to_score_gives_nan():
-    r = sx.score(DEMO_LOGITS, [-100, -100, -100])
-    assert r.n_scored == 0 and math.isnan(r.cross_entropy) and math.isnan(r.perplexity)
-    assert math.isnan(r.ece) and math.isnan(r.top_k_accuracy[1])
-    assert r.to_dict()["cross_entropy_nats"] is None
+def assert_nothing_scored(r):
+    """Every metric NaN (null in JSON), every bin empty."""
+    metrics = [r.cross_entropy, r.cross_entropy_bits, r.perplexity, r.ece, r.mean_confidence]
+    assert all(math.isnan(m) for m in [*metrics, *r.top_k_accuracy.values()]), r
+    assert not r.bin_counts.any()
+    assert np.isnan(r.bin_confidence).all() and np.isnan(r.bin_accuracy).all()
+    d = r.to_dict()
+    assert d["cross_entropy"] is None and d["ece"] is None and d["mean_confidence"] is None
+    assert all(v is None for v in d["top_k_accuracy"].values())
+    assert all(b["confidence"] is None and b["accuracy"] is None for b in d["bins"])
+
+
+def test_nothing_to_score_gives_nan_for_every_metric():
+    """Issue 15: all ignored, an empty input, all non-finite and zero total target weight."""
+    all_ignored = sx.score(DEMO_LOGITS, [-100, -100, -100])
+    assert all_ignored.n_scored == 0
     empty = sx.score(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-    assert empty.n_samples == 0 and math.isnan(empty.cross_entropy)
-    zero_w = sx.score(DEMO_LOGITS, DEMO_TARGETS, weight=[0.0, 0.0, 0.0])
-    assert math.isnan(zero_w.cross_entropy) and zero_w.top_k_accuracy[1] == pytest.approx(1 / 3)
+    assert empty.n_samples == 0
+    nonfinite = sx.score(np.full((2, 3), np.nan, np.float32), [0, 1])
+    assert nonfinite.n_nonfinite == 2
+    zero_weight = sx.score(DEMO_LOGITS, DEMO_TARGETS, weight=[0.0, 0.0, 0.0])
+    assert zero_weight.n_scored == 3 and zero_weight.weighted
+    for r in (all_ignored, empty, nonfinite, zero_weight):
+        assert_nothing_scored(r)
+    some_weight = sx.score(DEMO_LOGITS, DEMO_TARGETS, weight=[0.0, 0.0, 1.0])
+    assert some_weight.top_k_accuracy[1] == pytest.approx(1 / 3)  # accuracy counts rows
 
 
 def test_in_range_ignore_index_removes_only_those_rows():

@@ -86,7 +86,7 @@ def test_end_to_end_json_per_sample_and_plot(tmp_path):
     report = json.loads(proc.stdout)
     expected = sx.score(x, y, top_k=(1, 3), bins=10, per_sample=True)
     assert report["n_samples"] == 500 and report["n_ignored"] == 50
-    assert report["cross_entropy_nats"] == pytest.approx(expected.cross_entropy, rel=2e-6)
+    assert report["cross_entropy"] == pytest.approx(expected.cross_entropy, rel=2e-6)
     assert report["top_k_accuracy"] == pytest.approx(
         {"1": expected.top_k_accuracy[1], "3": expected.top_k_accuracy[3]}
     )
@@ -135,7 +135,7 @@ def test_text_inputs_and_weight(tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     expected = sx.cross_entropy(DEMO_LOGITS.astype(np.float64), DEMO_TARGETS, weight=[1, 2, 3])
-    assert report["cross_entropy_nats"] == pytest.approx(float(expected), rel=1e-12)
+    assert report["cross_entropy"] == pytest.approx(float(expected), rel=1e-12)
     assert report["weighted"] is True
 
 
@@ -149,7 +149,7 @@ def test_axis_and_ignore_index(tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     expected = sx.cross_entropy(x, y, axis=1, ignore_index=-1)
-    assert report["cross_entropy_nats"] == pytest.approx(float(expected), rel=1e-12)
+    assert report["cross_entropy"] == pytest.approx(float(expected), rel=1e-12)
     assert report["n_ignored"] == int((y == -1).sum())
 
 

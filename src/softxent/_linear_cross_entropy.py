@@ -76,6 +76,7 @@ class _Layer(NamedTuple):
     loss_dtype: np.dtype  # of the returned loss
     denominator: float  # of "mean"
     chunk: int  # rows per chunk
+    ignored: np.ndarray | None  # (N,) bool: target == ignore_index; None when none is
 
 
 def _prepare(
@@ -128,6 +129,7 @@ def _prepare(
             )
         cw = as_class_weight(class_weight, v, ct, name="class_weight")
         y, valid = as_class_indices(t, v, ignore_index)
+        ignored = None if valid is None or valid.all() else ~valid
         # The denominator of "mean", exactly as cross_entropy computes it on the full logits.
         denominator = target_weights(y, valid, cw, ct)[1]
         loss_dtype = h.dtype
@@ -150,6 +152,7 @@ def _prepare(
             dtypes.append(class_weight.dtype)
         loss_dtype = np.result_type(*dtypes)
         denominator = float(n)
+        ignored = None
     else:
         raise TypeError(
             "target must hold integer class indices (N,) or floating-point probabilities "
@@ -167,7 +170,9 @@ def _prepare(
     # float16 layers are computed in float32 (one copy of the weight, rounded once at the end).
     w_ct = w.astype(ct, copy=False)
     b_ct = None if b is None else b.astype(ct, copy=False)
-    return _Layer(h, w_ct, b_ct, t, class_weight, h.dtype, ct, loss_dtype, denominator, chunk)
+    return _Layer(
+        h, w_ct, b_ct, t, class_weight, h.dtype, ct, loss_dtype, denominator, chunk, ignored
+    )
 
 
 def _chunk_logits(
@@ -180,6 +185,20 @@ def _chunk_logits(
     if layer.bias is not None:
         logits += layer.bias
     return logits, h
+
+
+def _zero_ignored_rows(layer: _Layer, i: int, h: np.ndarray) -> np.ndarray:
+    """``h`` (the hidden rows ``[i, i + len(h))``) with the rows of ignored tokens zeroed.
+
+    An ignored token's ``d_logits`` row is 0, but padding tokens may hold NaN or inf hidden
+    states, and ``0 * NaN`` in ``d_logits.T @ h`` would poison every entry of ``d_weight``.
+    Only chunks holding an ignored token pay for the ``(c, D)`` copy (``1 / V`` of the
+    chunk's matmuls); ``h`` itself may be a view of the caller's array, so it is not written.
+    """
+    if layer.ignored is None:
+        return h
+    ignored = layer.ignored[i : i + len(h)]  # (c,)
+    return np.where(ignored[:, None], 0, h) if ignored.any() else h  # (c, D)
 
 
 def _ce_options(layer: _Layer, ignore_index: int, label_smoothing: float) -> dict[str, Any]:
@@ -228,7 +247,7 @@ def linear_cross_entropy(
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.
     chunk_size : int, optional
-        Rows per chunk. Default: as many as fit in :data:`CHUNK_BYTES` (128 MiB) of logits
+        Rows per chunk. Default: as many as fit in 128 MiB of logits
         in the compute dtype.
 
     Returns
@@ -333,7 +352,7 @@ def linear_cross_entropy_with_grad(
     Notes
     -----
     Memory: besides the inputs and the returned gradients, one ``(chunk_size, V)`` buffer
-    of the compute dtype (:data:`CHUNK_BYTES` by default) and a 2 MiB scratch through
+    of the compute dtype (128 MiB by default) and a 2 MiB scratch through
     which each chunk's contribution to ``d_weight`` is added, one vocabulary slice at a
     time (NumPy's matmul cannot accumulate into its output). Gradients are accumulated in
     float32 for float16/float32 layers and in float64 for float64 layers; float16
@@ -395,6 +414,7 @@ def linear_cross_entropy_with_grad(
             losses[i:j] = result.loss
             d_logits = result.grad  # (c, V), the buffer itself
             np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
+            h = _zero_ignored_rows(layer, i, h)  # (c, D)
             if i == 0:  # the first chunk writes the accumulator directly
                 np.matmul(d_logits.T, h, out=d_weight)  # (V, D)
             else:

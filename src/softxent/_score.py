@@ -90,7 +90,7 @@ class ScoreResult:
             "n_scored": self.n_scored,
             "nonfinite_treatment": self.nonfinite_treatment,
             "weighted": self.weighted,
-            "cross_entropy_nats": num(self.cross_entropy),
+            "cross_entropy": num(self.cross_entropy),
             "cross_entropy_bits": num(self.cross_entropy_bits),
             "perplexity": num(self.perplexity),
             "top_k_accuracy": {str(k): num(v) for k, v in self.top_k_accuracy.items()},
@@ -190,7 +190,8 @@ def score(
     here they are excluded from all metrics and reported in ``n_scored`` /
     ``n_nonfinite``. Without them, ``cross_entropy`` equals
     ``F.cross_entropy(logits, target, weight, ignore_index=ignore_index)`` (classes moved
-    to dim 1). When no row is scored the metrics are NaN.
+    to dim 1). When nothing is scored (no row left, or the scored rows' target weights sum to
+    0) every metric is NaN and every bin empty.
 
     *Top-k and ties*: the target is in the top k when fewer than k *other* classes have a
     logit greater than or equal to its own, so ties count against the target (this
@@ -379,6 +380,15 @@ class _Accumulator:
 
     def result(self, n_samples: int, losses) -> ScoreResult:
         n = self.n_scored
+        if not self.sum_weight:
+            # Nothing scored: no row left, or rows whose target weights sum to 0 (the loss is
+            # then 0/0). Every metric is NaN, accuracy and calibration too, and the bins are
+            # empty, so that no metric describes rows the loss does not.
+            n = 0
+            self.correct = dict.fromkeys(self.ks, 0)
+            self.bin_counts[:] = 0
+            self.bin_conf[:] = 0.0
+            self.bin_correct[:] = 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self.sum_loss / self.sum_weight if self.sum_weight else math.nan
             bin_conf = self.bin_conf / self.bin_counts

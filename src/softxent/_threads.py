@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,20 +25,32 @@ _executor_size = 0
 
 
 def _default_num_threads() -> int:
+    """``SOFTXENT_NUM_THREADS`` if it is a positive integer, else the CPUs we may use.
+
+    Called once, at import: an invalid value must not make ``import softxent`` fail, so it
+    is reported by one ``RuntimeWarning`` and the default is used.
+    """
+    cpus = _available_cpus()
     env = os.environ.get("SOFTXENT_NUM_THREADS")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(
-                f"environment variable SOFTXENT_NUM_THREADS must be a positive integer, "
-                f"got {env!r}"
-            ) from None
-        if value < 1:
-            raise ValueError(
-                f"environment variable SOFTXENT_NUM_THREADS must be >= 1, got {value}"
-            )
+    if not env:  # unset or empty
+        return cpus
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value >= 1:
         return value
+    warnings.warn(
+        f"environment variable SOFTXENT_NUM_THREADS={env!r} is not a positive integer "
+        f"(allowed: 1, 2, 3, ...); using the default, {cpus} thread(s) (the CPUs this "
+        "process may run on)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return cpus
+
+
+def _available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

@@ -321,6 +321,8 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         if d_hidden is not None:
             d_hidden[i:j] = d_logits.to(dtype) @ lw  # (c, D)
         if d_weight is not None:
+            if valid is not None:  # padding may hold NaN: 0 * NaN must not reach d_weight
+                h = h.masked_fill(~valid[i:j, None], 0)  # (c, D), 1/V of the matmuls' work
             d_weight.addmm_(d_logits.to(acc).T, h.to(acc))  # (V, D) += (V, c) @ (c, D)
         if d_bias is not None:
             d_bias += d_logits.sum(0).to(acc)  # (V,)

@@ -99,6 +99,30 @@ def test_ignored_rows_get_zero_gradient_even_with_nonfinite_logits():
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf")])
+def test_linear_nonfinite_input_on_ignored_tokens_contributes_nothing(reduction, garbage):
+    """Issue 15: padding tokens hold garbage; 0 * NaN must not reach the layer's gradients."""
+    d = make_data(N, C, H, torch.float64, seed=13)
+    target = d["ignored"]
+    ignored = target == -100
+    grads = []
+    for fill in (garbage, 0.0):
+        leaves = [d[k].clone().requires_grad_() for k in ("input", "lin_w", "lin_b")]
+        with torch.no_grad():
+            leaves[0][ignored] = fill
+        loss = vocab_parallel_linear_cross_entropy(
+            leaves[0], leaves[1], target, local_linear_bias=leaves[2], reduction=reduction,
+            weight=d["weight"], chunk_size=4,
+        )  # fmt: skip
+        (loss * d["upstream"][: loss.numel()].reshape(loss.shape)).sum().backward()
+        grads.append([loss.detach()] + [leaf.grad for leaf in leaves])
+    for got, want in zip(*grads, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert not grads[0][1][ignored].any()
+
+
 def test_minus_inf_on_the_target_gives_inf_loss_and_finite_gradient():
     x = torch.tensor([[1.0, -torch.inf, 2.0]], dtype=torch.float64, requires_grad=True)
     loss = vocab_parallel_cross_entropy(x, torch.tensor([1]))

@@ -96,7 +96,10 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             if grad_input is not None:
                 grad_input[rows] = grad @ weight_c  # (n, H), this rank's classes only
             if grad_weight is not None:
-                grad_weight.addmm_(grad.T, inp[rows].to(cdt))  # (V_r, H)
+                h = inp[rows].to(cdt)  # (n, H)
+                if targets is not None:  # padding may hold NaN: 0 * NaN must not reach it
+                    h = h.masked_fill(~targets.valid[rows, None], 0)
+                grad_weight.addmm_(grad.T, h)  # (V_r, H)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0)  # (V_r,)
         if grad_input is not None:
