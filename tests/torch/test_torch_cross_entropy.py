@@ -18,7 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from softxent.torch import CrossEntropyLoss, cross_entropy  # noqa: E402
 from softxent.torch._algebra import rows_pass, single_process_plan  # noqa: E402
-from softxent.torch._cross_entropy import _cross_entropy  # noqa: E402
+from softxent.torch._cross_entropy import cross_entropy_with_options  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
 
 BACKENDS = ["numpy", "torch"]
@@ -75,7 +75,7 @@ def upstream(loss, seed=1):
 
 def ours_and_grad(x, t, w, g=None, backend="torch", **options):
     x = x.detach().clone().requires_grad_(True)
-    loss = _cross_entropy(x, t, w, make_options(**options), backend)
+    loss = cross_entropy_with_options(x, t, w, make_options(**options), backend)
     if g is None:
         g = upstream(loss)
     loss.backward(g)
@@ -252,7 +252,7 @@ def test_inplace_backward_consumes_the_input(backend, reduction, shape):
     x, t, w = make_case(shape, False, True, True)
     leaf = x.clone().requires_grad_(True)
     logits = leaf * 1.0  # an intermediate result, like the output of a Linear
-    loss = _cross_entropy(
+    loss = cross_entropy_with_options(
         logits,
         t,
         w,
@@ -272,7 +272,7 @@ def test_inplace_backward_refuses_a_leaf(backend):
     x, t, _ = make_case((4, 3), False, False, False)
     x.requires_grad_(True)
     with pytest.raises(ValueError, match="inplace_backward=True"):
-        _cross_entropy(x, t, None, make_options(inplace_backward=True), backend)
+        cross_entropy_with_options(x, t, None, make_options(inplace_backward=True), backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -280,7 +280,9 @@ def test_inplace_backward_is_detected_by_ops_that_saved_the_input(backend):
     x, t, _ = make_case((4, 3), False, False, False)
     leaf = x.clone().requires_grad_(True)
     logits = leaf.exp()  # exp saves its output for its backward
-    loss = _cross_entropy(logits, t, None, make_options(inplace_backward=True), backend)
+    loss = cross_entropy_with_options(
+        logits, t, None, make_options(inplace_backward=True), backend
+    )
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
 
@@ -298,7 +300,9 @@ def test_saves_one_logits_sized_tensor(backend, inplace):
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = _cross_entropy(logits, t, w, make_options(inplace_backward=inplace), backend)
+        loss = cross_entropy_with_options(
+            logits, t, w, make_options(inplace_backward=inplace), backend
+        )
     ours = [s for s in saved if s.shape == logits.shape]
     # `leaf * 1.0` saves nothing for the grad of leaf (constant scalar): all is ours.
     assert len(saved) == 1 and len(ours) == 1
@@ -312,7 +316,7 @@ def test_saves_one_logits_sized_tensor(backend, inplace):
 def test_retain_graph_backward_twice(backend, reduction):
     x, t, w = make_case((5, 4), False, True, True)
     xr = x.clone().requires_grad_(True)
-    loss = _cross_entropy(xr, t, w, make_options(reduction=reduction), backend)
+    loss = cross_entropy_with_options(xr, t, w, make_options(reduction=reduction), backend)
     g = upstream(loss)
     loss.backward(g, retain_graph=True)
     first = xr.grad.clone()
@@ -330,11 +334,13 @@ def test_upstream_of_ones_retained_accumulated_and_through_an_intermediate(backe
     earlier op must all still see the right numbers."""
     x, t, w = make_case((5, 4), False, True, True)
     leaf = x.clone().requires_grad_(True)
-    loss = _cross_entropy(leaf * 3.0, t, w, make_options(reduction=reduction), backend)
+    loss = cross_entropy_with_options(leaf * 3.0, t, w, make_options(reduction=reduction), backend)
     ones = torch.ones_like(loss)
     loss.backward(ones, retain_graph=True)
     loss.backward(ones)
-    again = _cross_entropy(leaf * 3.0, t, w, make_options(reduction=reduction), backend)
+    again = cross_entropy_with_options(
+        leaf * 3.0, t, w, make_options(reduction=reduction), backend
+    )
     again.sum().backward()
     _, ref_grad = torch_and_grad(3.0 * x, t, w, ones, reduction=reduction)
     assert_close(leaf.grad, 9.0 * ref_grad, torch.float64)
@@ -362,11 +368,11 @@ def test_forward_only_without_grad(backend, context, monkeypatch):
 
     monkeypatch.setattr(_algebra.RowsPass, "gradient_", fail)
     with context():
-        loss = _cross_entropy(xr, t, w, make_options(label_smoothing=0.2), backend)
+        loss = cross_entropy_with_options(xr, t, w, make_options(label_smoothing=0.2), backend)
     assert loss.grad_fn is None and not loss.requires_grad
     assert_close(loss, F.cross_entropy(x, t, w, label_smoothing=0.2), torch.float64)
     # and with an input that does not require grad
-    loss = _cross_entropy(x, t, w, make_options(label_smoothing=0.2), backend)
+    loss = cross_entropy_with_options(x, t, w, make_options(label_smoothing=0.2), backend)
     assert loss.grad_fn is None
 
 
@@ -377,9 +383,13 @@ def test_gradcheck(backend, reduction, prob):
     x, t, w = make_case((3, 4, 2), prob, True, True, seed=7)
     options = make_options(reduction=reduction, label_smoothing=0.1, z_loss=0.05, softcap=3.0)
     x.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: _cross_entropy(v, t, w, options, backend), (x,))
+    assert torch.autograd.gradcheck(
+        lambda v: cross_entropy_with_options(v, t, w, options, backend), (x,)
+    )
     plain = make_options(reduction=reduction, label_smoothing=0.1)
-    assert torch.autograd.gradcheck(lambda v: _cross_entropy(v, t, w, plain, backend), (x,))
+    assert torch.autograd.gradcheck(
+        lambda v: cross_entropy_with_options(v, t, w, plain, backend), (x,)
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -422,7 +432,7 @@ def test_generic_kernel_marks_out_of_range_targets_with_nan():
 def test_out_of_range_target_raises_on_cpu(backend, bad):
     x = torch.zeros(3, 4)
     with pytest.raises(ValueError, match=rf"target\[1\] = {bad} is out of range"):
-        _cross_entropy(x, torch.tensor([0, bad, 1]), None, make_options(), backend)
+        cross_entropy_with_options(x, torch.tensor([0, bad, 1]), None, make_options(), backend)
 
 
 @pytest.mark.parametrize(
@@ -506,7 +516,7 @@ def test_out_of_range_target_raises_on_cpu(backend, bad):
             "input must have at least 1 dimension",
         ),
         (
-            lambda: _cross_entropy(
+            lambda: cross_entropy_with_options(
                 torch.zeros(3, 4), torch.zeros(3).long(), None, make_options(z_loss=0.1), "numpy"
             ),
             ValueError,

@@ -17,7 +17,7 @@ from softxent.torch import (  # noqa: E402
     default_chunk_size,
     linear_cross_entropy,
 )
-from softxent.torch._linear_cross_entropy import _linear_cross_entropy  # noqa: E402
+from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
 
 BACKENDS = ["numpy", "torch"]
@@ -122,7 +122,7 @@ def run_both(x, w, b, t, cw, *, backend, seed=1, **kw):
     """(loss, grads) of ours and of the reference with the same random upstream gradient."""
     layer = leaves(x, w, b)
     options = make_options(**kw)
-    loss = _linear_cross_entropy(layer[0], layer[1], t, layer[2], cw, options, backend)
+    loss = linear_cross_entropy_with_options(layer[0], layer[1], t, layer[2], cw, options, backend)
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(loss.shape, generator=gen, dtype=torch.float64).to(loss.dtype)
     grads = grads_of(loss, layer, g)
@@ -207,7 +207,7 @@ def test_reduced_precision(backend, dtype, reduction):
         pytest.skip("NumPy has no bfloat16: bfloat16 always takes the torch path")
     x, w, b, t, cw = make_layer(n=13, d=16, v=37, weighted=True, ignore=True, dtype=dtype)
     layer = leaves(x, w, b)
-    loss = _linear_cross_entropy(
+    loss = linear_cross_entropy_with_options(
         layer[0],
         layer[1],
         t,
@@ -236,7 +236,9 @@ def test_reduced_precision(backend, dtype, reduction):
 def test_only_the_grads_that_are_needed(backend):
     x, w, b, t, _ = make_layer()
     xr = x.clone().requires_grad_(True)
-    loss = _linear_cross_entropy(xr, w, t, b, None, make_options(chunk_size=2), backend)
+    loss = linear_cross_entropy_with_options(
+        xr, w, t, b, None, make_options(chunk_size=2), backend
+    )
     loss.backward()
     ref_x = x.clone().requires_grad_(True)
     F.cross_entropy(F.linear(ref_x, w, b), t).backward()
@@ -250,7 +252,7 @@ def test_all_ignored(backend, reduction):
     x, w, b, _, cw = make_layer(weighted=True)
     t = torch.full((7,), -100)
     layer = leaves(x, w, b)
-    loss = _linear_cross_entropy(
+    loss = linear_cross_entropy_with_options(
         layer[0],
         layer[1],
         t,
@@ -272,12 +274,14 @@ def test_gradcheck(backend, reduction):
     options = make_options(reduction=reduction, label_smoothing=0.1, chunk_size=2)
     layer = leaves(x, w, b)
     assert torch.autograd.gradcheck(
-        lambda *a: _linear_cross_entropy(a[0], a[1], t, a[2], cw, options, backend), layer
+        lambda *a: linear_cross_entropy_with_options(a[0], a[1], t, a[2], cw, options, backend),
+        layer,
     )
     if backend == "torch":
         capped = make_options(reduction=reduction, z_loss=0.1, softcap=2.0, chunk_size=2)
         assert torch.autograd.gradcheck(
-            lambda *a: _linear_cross_entropy(a[0], a[1], t, a[2], cw, capped, backend), layer
+            lambda *a: linear_cross_entropy_with_options(a[0], a[1], t, a[2], cw, capped, backend),
+            layer,
         )
 
 
@@ -286,7 +290,7 @@ def test_gradcheck(backend, reduction):
 def test_retain_graph_backward_twice(backend, reduction):
     x, w, b, t, _ = make_layer(ignore=True)
     layer = leaves(x, w, b)
-    loss = _linear_cross_entropy(
+    loss = linear_cross_entropy_with_options(
         layer[0],
         layer[1],
         t,
@@ -313,7 +317,9 @@ def test_upstream_of_ones_retained_accumulated_and_through_an_intermediate(backe
     options = make_options(reduction=reduction, chunk_size=3)
 
     def run():
-        return _linear_cross_entropy(3.0 * layer[0], layer[1], t, layer[2], None, options, backend)
+        return linear_cross_entropy_with_options(
+            3.0 * layer[0], layer[1], t, layer[2], None, options, backend
+        )
 
     loss = run()
     loss.backward(retain_graph=True)
@@ -348,7 +354,7 @@ def test_forward_only_without_grad(backend, context, monkeypatch):
     x, w, b, t, _ = make_layer()
     layer = leaves(x, w, b)
     with context():
-        loss = _linear_cross_entropy(
+        loss = linear_cross_entropy_with_options(
             layer[0], layer[1], t, layer[2], None, make_options(chunk_size=3), backend
         )
     assert loss.grad_fn is None
@@ -378,7 +384,7 @@ def test_chunks_never_hold_all_logits(backend, chunk_size, monkeypatch):
         monkeypatch.setattr(torch_layer, "rows_pass", spy)
     x, w, _, t, _ = make_layer(n=n, d=2, v=v, bias=False)
     layer = leaves(x, w)
-    loss = _linear_cross_entropy(
+    loss = linear_cross_entropy_with_options(
         layer[0], layer[1], t, None, None, make_options(chunk_size=chunk_size), backend
     )
     loss.backward()
@@ -400,7 +406,7 @@ def test_saves_nothing_logits_sized(backend, reduction):
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = _linear_cross_entropy(
+        loss = linear_cross_entropy_with_options(
             layer[0],
             layer[1],
             t,
@@ -457,7 +463,7 @@ def test_saves_nothing_logits_sized(backend, reduction):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_errors(args, error, match, backend):
     with pytest.raises(error, match=match):
-        _linear_cross_entropy(*args, None, None, make_options(), backend)
+        linear_cross_entropy_with_options(*args, None, None, make_options(), backend)
 
 
 def test_bias_errors():

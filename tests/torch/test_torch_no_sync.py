@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from softxent.torch._cross_entropy import _cross_entropy  # noqa: E402
-from softxent.torch._linear_cross_entropy import _linear_cross_entropy  # noqa: E402
+from softxent.torch._cross_entropy import cross_entropy_with_options  # noqa: E402
+from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
 
 META = torch.device("meta")
@@ -34,7 +34,7 @@ def test_cross_entropy_runs_on_meta(reduction, prob, extras, inplace):
     leaf = torch.randn(6, 5, 3, device=META, requires_grad=True)
     t = torch.rand(6, 5, 3, device=META) if prob else torch.randint(0, 5, (6, 3), device=META)
     options = make_options(reduction=reduction, inplace_backward=inplace, **extras)
-    loss = _cross_entropy(leaf * 1.0, t, torch.rand(5, device=META), options, "auto")
+    loss = cross_entropy_with_options(leaf * 1.0, t, torch.rand(5, device=META), options, "auto")
     assert loss.shape == ((6, 3) if reduction == "none" else ())
     loss.backward(torch.ones_like(loss))
     assert leaf.grad.shape == leaf.shape and leaf.grad.device == META
@@ -49,6 +49,8 @@ def test_linear_cross_entropy_runs_on_meta(reduction, prob, extras):
     b = torch.randn(9, device=META, requires_grad=True)
     t = torch.rand(7, 9, device=META) if prob else torch.randint(0, 9, (7,), device=META)
     options = make_options(reduction=reduction, chunk_size=3, **extras)
-    loss = _linear_cross_entropy(h, w, t, b, torch.rand(9, device=META), options, "auto")
+    loss = linear_cross_entropy_with_options(
+        h, w, t, b, torch.rand(9, device=META), options, "auto"
+    )
     loss.backward(torch.ones_like(loss))
     assert (h.grad.shape, w.grad.shape, b.grad.shape) == (h.shape, w.shape, b.shape)

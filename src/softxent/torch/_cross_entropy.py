@@ -31,7 +31,7 @@ from softxent.torch._validation import (
     loss_dtype,
 )
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy", "cross_entropy_with_options"]
 
 
 def cross_entropy(
@@ -143,10 +143,10 @@ def cross_entropy(
         softcap=softcap,
         inplace_backward=inplace_backward,
     )
-    return _cross_entropy(input, target, weight, options)
+    return cross_entropy_with_options(input, target, weight, options)
 
 
-def _cross_entropy(
+def cross_entropy_with_options(
     input: Any, target: Any, weight: Any, options: LossOptions, backend: str = "auto"
 ) -> torch.Tensor:
     """:func:`cross_entropy` with validated options; ``backend`` forces a path (tests).

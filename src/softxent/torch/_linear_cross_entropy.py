@@ -42,7 +42,12 @@ from softxent.torch._validation import (
     loss_dtype,
 )
 
-__all__ = ["CHUNK_BYTES", "default_chunk_size", "linear_cross_entropy"]
+__all__ = [
+    "CHUNK_BYTES",
+    "default_chunk_size",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_options",
+]
 
 
 def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> int:
@@ -162,10 +167,12 @@ def linear_cross_entropy(
         softcap=softcap,
         chunk_size=chunk_size,
     )
-    return _linear_cross_entropy(input, linear_weight, target, linear_bias, weight, options)
+    return linear_cross_entropy_with_options(
+        input, linear_weight, target, linear_bias, weight, options
+    )
 
 
-def _linear_cross_entropy(
+def linear_cross_entropy_with_options(
     input: Any,
     linear_weight: Any,
     target: Any,

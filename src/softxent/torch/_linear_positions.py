@@ -16,9 +16,10 @@ import math
 
 import torch
 
-from softxent.torch._linear_cross_entropy import _linear_cross_entropy
+from softxent.torch._algebra import class_targets, single_process_plan
+from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options
 from softxent.torch._options import LossOptions
-from softxent.torch._rows import index_denominator
+from softxent.torch._reduction import mean_denominator
 from softxent.torch._validation import compute_dtype
 
 __all__ = ["linear_cross_entropy_positions"]
@@ -66,7 +67,7 @@ def linear_cross_entropy_positions(
     reduced = options.reduction != "none"
     each = dataclasses.replace(options, reduction="sum" if reduced else "none")
     losses = [
-        _linear_cross_entropy(
+        linear_cross_entropy_with_options(
             input,
             per_position[:, k],  # (C, D): the rows c * K + k
             rows[..., k],  # (N,) or (N, C)
@@ -85,5 +86,9 @@ def linear_cross_entropy_positions(
     if prob:
         return (total / (n * positions)).to(dtype)
     w = None if weight is None else weight.to(total.dtype)
-    denominator = index_denominator(rows.reshape(-1), w, options.ignore_index, total.dtype)
+    flat = rows.reshape(-1)  # (N * K,) the class ids of every (token, position)
+    targets = class_targets(flat, single_process_plan(options, num_classes, False, total.dtype), w)
+    denominator = mean_denominator(
+        targets.valid, targets.weight, flat.numel(), total.dtype, total.device
+    )
     return (total / denominator).to(dtype)

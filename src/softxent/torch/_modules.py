@@ -17,8 +17,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from softxent.torch._cross_entropy import _cross_entropy
-from softxent.torch._linear_cross_entropy import _linear_cross_entropy
+from softxent.torch._cross_entropy import cross_entropy_with_options
+from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options
 from softxent.torch._linear_positions import linear_cross_entropy_positions
 from softxent.torch._options import LossOptions, make_options
 
@@ -114,7 +114,7 @@ class CrossEntropyLoss(nn.Module):
         return _options_of(self, "inplace_backward")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = _eager_when_compiled(_cross_entropy)
+        loss = _eager_when_compiled(cross_entropy_with_options)
         return loss(input, target, self.weight, self._options())
 
     def extra_repr(self) -> str:
@@ -228,7 +228,7 @@ class LinearCrossEntropyLoss(nn.Module):
                 input, linear.weight, target, linear.bias, self.weight, options,
                 self.num_classes, tuple(self.out_features),
             )  # fmt: skip
-        loss = _eager_when_compiled(_linear_cross_entropy)
+        loss = _eager_when_compiled(linear_cross_entropy_with_options)
         return loss(input, linear.weight, target, linear.bias, self.weight, options)
 
     def extra_repr(self) -> str:
