@@ -111,17 +111,17 @@ def test_weight_wrong_length_probabilities(fn):
 
 
 @loss_fns
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -0.5])
-def test_weight_non_finite_or_negative(fn, bad):
-    with pytest.raises(ValueError, match="weight") as info:
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_weight_non_finite(fn, bad):
+    with pytest.raises(ValueError, match="weight must be finite") as info:
         fn(X, Y, weight=np.array([1.0, bad, 1.0]))
     assert "[1]" in str(info.value)
 
 
 @ce_fns
-def test_weight_negative_probabilities(fn):
-    with pytest.raises(ValueError, match="weight"):
-        fn(X, P, weight=np.array([1.0, -1.0, 1.0]))
+def test_weight_non_finite_probabilities(fn):
+    with pytest.raises(ValueError, match="weight must be finite"):
+        fn(X, P, weight=np.array([1.0, np.inf, 1.0]))
 
 
 # ------------------------------------------------------------------------- other options

@@ -374,7 +374,7 @@ def _ok():
         ({"chunk_size": 2.0}, TypeError, "chunk_size must be a positive int or None, got 2.0"),
         ({"chunk_size": True}, TypeError, "chunk_size must be a positive int"),
         ({"class_weight": np.ones(4)}, ValueError, r"class_weight must have shape \(5,\)"),
-        ({"class_weight": -np.ones(5)}, ValueError, "class_weight must be non-negative"),
+        ({"class_weight": np.full(5, np.nan)}, ValueError, "class_weight must be finite"),
         ({"reduction": "avg"}, ValueError, "reduction must be one of"),
         ({"label_smoothing": 1.5}, ValueError, r"label_smoothing must be in \[0, 1\]"),
         ({"target": np.full((4, 5), 0.2), "ignore_index": 0}, ValueError, "ignore_index=0 cannot"),

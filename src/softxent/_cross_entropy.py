@@ -276,7 +276,7 @@ def cross_entropy(
     axis : int, default -1
         The class axis.
     weight : array_like of shape (C,), optional
-        Non-negative, finite weight per class.
+        Finite weight per class (negative values are computed as torch does).
     ignore_index : int, default -100
         Class-index targets equal to it contribute nothing (not to the mean's
         denominator either). Must be negative with probability targets.

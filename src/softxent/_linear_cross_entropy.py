@@ -223,7 +223,7 @@ def linear_cross_entropy(
     bias : array_like, shape (V,), dtype of ``hidden``, optional
         The layer's bias.
     class_weight : array_like of shape (V,), optional
-        Non-negative, finite weight per class: torch's ``weight`` argument of
+        Finite weight per class (negative values too): torch's ``weight`` argument of
         ``F.cross_entropy``, renamed so that it cannot be confused with the layer's weight.
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.

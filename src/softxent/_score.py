@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from softxent._kernels import _rowsum
+from softxent._reduction import ieee_divide
 from softxent._threads import run_parallel
 from softxent._validation import (
     as_class_weight,
@@ -148,8 +149,9 @@ def score(
         Rows whose target equals it are counted in ``n_ignored`` and left out of every
         metric.
     weight : array_like of shape (C,), optional
-        Non-negative finite class weights. They weight the loss only (the mean is
-        ``sum w[y] l / sum w[y]``, as in torch); accuracy and calibration count rows.
+        Finite class weights (negative ones too, as in torch). They weight the loss only
+        (the mean is ``sum w[y] l / sum w[y]``, as in torch); accuracy and calibration
+        count rows.
     top_k : int or iterable of int, default (1, 5)
         The k of the top-k accuracies (each >= 1; a k >= C gives 1.0).
     bins : int, default 15
@@ -495,7 +497,7 @@ class _Accumulator:
     def result(self, n_samples: int, losses) -> ScoreResult:
         n = self.n_scored
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum_loss / self.sum_weight if self.sum_weight else math.nan
+            mean = ieee_divide(self.sum_loss, self.sum_weight)
             bin_conf = self.bin_conf / self.bin_counts
             bin_acc = self.bin_correct / self.bin_counts
         if n:

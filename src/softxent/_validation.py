@@ -82,10 +82,13 @@ def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = 
             f"got shape {array.shape}"
         )
     array = array.astype(dtype, copy=False)
+    # Negative weights are computed as torch computes them; non-finite ones are refused
+    # (torch gives NaN for the whole reduced loss, see README "Differences from PyTorch").
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite, got {_first_bad(array, ~np.isfinite(array))}")
-    if (array < 0).any():
-        raise ValueError(f"{name} must be non-negative, got {_first_bad(array, array < 0)}")
+        raise ValueError(
+            f"{name} must be finite (negative values are allowed), "
+            f"got {_first_bad(array, ~np.isfinite(array))}"
+        )
     return array
 
 
@@ -93,6 +96,18 @@ def _first_bad(array: np.ndarray, bad: np.ndarray) -> str:
     position = np.unravel_index(int(np.argmax(bad)), array.shape)
     index = ", ".join(str(int(i)) for i in position)
     return f"{array[position]!r} at [{index}]"
+
+
+def class_index_error(
+    name: str, position: tuple[Any, ...], value: int, num_classes: int, ignore_index: int
+) -> ValueError:
+    """The one error of an out-of-range class index, for every entry point (NumPy, torch,
+    distributed): names the argument, the entry's position and value, and what is allowed."""
+    where = "[" + ", ".join(str(int(i)) for i in position) + "]"
+    return ValueError(
+        f"{name}{where} = {value} is out of range: class indices must be in "
+        f"[0, {num_classes}) or equal ignore_index={ignore_index}"
+    )
 
 
 def as_class_indices(
@@ -121,11 +136,7 @@ def as_class_indices(
     if bad.any():
         first = int(np.argmax(bad))
         position = np.unravel_index(first, target.shape)
-        where = "[" + ", ".join(str(int(i)) for i in position) + "]"
-        raise ValueError(
-            f"{name}{where} = {int(flat[first])} is out of range: class indices must be in "
-            f"[0, {num_classes}) or equal ignore_index={ignore_index}"
-        )
+        raise class_index_error(name, position, int(flat[first]), num_classes, ignore_index)
     if valid.all():
         return flat, None
     return np.where(valid, flat, 0).astype(np.int64, copy=False), valid

@@ -22,7 +22,7 @@ from softxent.torch._options import make_options  # noqa: E402
 
 BACKENDS = ["numpy", "torch"]
 REDUCTIONS = ["mean", "sum", "none"]
-OPTION_SETS = [(False, 0.0, False), (True, 0.0, True), (True, 0.3, True)]
+OPTION_SETS = [(False, 0.0, False), (True, 0.0, True), (True, 0.3, True), ("signed", 0.3, True)]
 RTOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
@@ -62,8 +62,10 @@ def make_layer(
         t = torch.randint(0, v, lead, generator=gen)
         if ignore:
             t = torch.where(torch.rand(lead, generator=gen) < 0.3, torch.full_like(t, -100), t)
-    cw = torch.rand(v, generator=gen, dtype=torch.float64).to(dtype) + 0.5 if weighted else None
-    return x, w, b, t, cw
+    cw = torch.rand(v, generator=gen, dtype=torch.float64) + 0.5
+    if weighted == "signed":  # some weights negative, as torch's own tests use
+        cw = cw * (torch.randint(0, 2, (v,), generator=gen) * 2 - 1)
+    return x, w, b, t, (cw.to(dtype) if weighted else None)
 
 
 def leaves(*tensors):

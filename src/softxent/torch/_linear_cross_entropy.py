@@ -92,7 +92,7 @@ def linear_cross_entropy(
         probabilities (floating) of shape (N, V) (or ``(..., V)``).
     linear_bias : Tensor (V,), input's dtype, optional
     weight : Tensor (V,), optional
-        Non-negative rescaling weight per class (not differentiated).
+        Finite rescaling weight per class, negative values too (not differentiated).
     reduction : {'mean', 'sum', 'none'}
     ignore_index : int or None
         Tokens whose target equals it are left out. None means -100, as in torch.
@@ -214,7 +214,9 @@ def _linear_cross_entropy(
     lead_shape = tuple(input.shape[:-1])
     logits_shape = (*lead_shape, num_classes)
     prob = check_target(target, logits_shape, len(lead_shape), options.ignore_index, input.device)
-    weight = check_class_weight(weight, num_classes, input.device)
+    weight = check_class_weight(
+        weight, num_classes, input.device, logits_dtype=input.dtype, soft=prob
+    )
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
     use_numpy = _choose_numpy(backend, options, input, target, weight)

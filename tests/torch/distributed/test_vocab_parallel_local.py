@@ -6,12 +6,14 @@ the special values, and what autograd keeps; the spawned tests check the multi-r
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from _vp_reference import make_data, option_cases, reference_loss, tolerances
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import softxent as sx
 from softxent.torch.distributed import (
     count_communication,
     vocab_parallel_cross_entropy,
@@ -25,7 +27,7 @@ def _case_args(case, d):
     target = d[case["kind"]]
     opts = {k: case[k] for k in ("reduction", "label_smoothing", "z_loss", "softcap")}
     if case["weight"]:
-        opts["weight"] = d["weight"]
+        opts["weight"] = d["signed_weight" if case["weight"] == "signed" else "weight"]
     upstream = d["upstream"] if case["reduction"] == "none" else torch.tensor(0.7).to(target)
     return target, opts, upstream
 
@@ -152,10 +154,18 @@ def test_no_communication_on_a_world_of_one():
     assert (stats.collectives, stats.bytes, stats.calls) == (0, 0, [])
 
 
-def test_out_of_range_target_raises_index_error():
-    with pytest.raises(IndexError, match=r"class id 13 is out of bounds for 13 classes"):
-        vocab_parallel_cross_entropy(torch.zeros(2, C), torch.tensor([0, 13]))
-    with pytest.raises(IndexError, match=r"class id -3"):
+def test_out_of_range_target_raises_the_error_of_every_other_path():
+    target = torch.tensor([[0, 1], [13, 2]])
+    with pytest.raises(ValueError) as distributed:
+        vocab_parallel_cross_entropy(torch.zeros(2, 2, C), target)
+    with pytest.raises(ValueError) as numpy_path:
+        sx.cross_entropy(np.zeros((2, 2, C)), target.numpy())
+    with pytest.raises(ValueError) as linear:
+        vocab_parallel_linear_cross_entropy(torch.zeros(2, 2, 3), torch.zeros(C, 3), target)
+    message = str(numpy_path.value)
+    assert message.startswith("target[1, 0] = 13 is out of range")
+    assert str(distributed.value) == message == str(linear.value)
+    with pytest.raises(ValueError, match=r"target\[0\] = -3 is out of range"):
         vocab_parallel_cross_entropy(torch.zeros(2, C), torch.tensor([-3, 1]))
 
 
@@ -176,7 +186,11 @@ _Y = torch.tensor([0, 1, 2])
         ({"ignore_index": 1.5}, TypeError, "ignore_index must be an int"),
         ({"vocab_start": -2}, ValueError, "vocab_start must be >= 0"),
         ({"vocab_start": 1}, ValueError, "tile"),
-        ({"weight": torch.ones(5)}, ValueError, r"weight must be this rank's slice.*\(4,\)"),
+        (
+            {"weight": torch.ones(5)},
+            ValueError,
+            r"weight must have shape \(4,\), this rank's slice",
+        ),
         ({"weight": torch.ones(4, dtype=torch.float64)}, TypeError, "logits' dtype"),
         ({"weight": torch.ones(4, requires_grad=True)}, ValueError, "weight: gradients"),
     ],

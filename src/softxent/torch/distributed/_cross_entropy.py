@@ -7,6 +7,7 @@ import math
 import torch
 import torch.distributed as dist
 
+from softxent.torch._validation import check_class_index_range
 from softxent.torch.distributed import _kernel as K
 from softxent.torch.distributed import _validation as V
 from softxent.torch.distributed._comm import resolve_shard
@@ -24,7 +25,6 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         targets = None
         if not plan.soft:
             targets = K.class_targets(target, plan, class_weight)
-            V.check_index_range(targets.bad, target, plan.shard.num_classes)
         x = K.softcapped(logits, plan)  # (N, V) compute dtype
         sums = K.LocalSums.empty(n, plan, logits.device)
         every = slice(None)
@@ -117,10 +117,9 @@ def vocab_parallel_cross_entropy(
         logits' with class ids.
     ValueError
         Shapes, option values, shards that do not tile ``[0, C)``, a target or weight that
-        requires grad.
-    IndexError
-        A class id outside ``[0, C)`` that is not ``ignore_index`` (CPU; on other devices the
-        loss and that row's gradient are NaN, to avoid a host sync).
+        requires grad, a non-finite class weight (CPU), and a class id outside ``[0, C)``
+        that is not ``ignore_index`` (CPU, the same message as :func:`softxent.cross_entropy`;
+        on other devices the loss and that row's gradient are NaN, to avoid a host sync).
     RuntimeError
         A collective failed: a rank died or did not call, or the group's timeout passed.
 
@@ -166,7 +165,9 @@ def vocab_parallel_cross_entropy(
     leading = tuple(local_logits.shape[:-1])
     local_classes = local_logits.shape[-1]
     soft = V.check_targets(target, leading, local_classes, ignore_index)
-    weight = V.check_class_weight(weight, local_classes, local_logits.dtype, soft)
+    weight = V.check_local_class_weight(
+        weight, local_classes, local_logits.device, local_logits.dtype, soft
+    )
     dtypes = [local_logits.dtype]
     if soft:
         dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
@@ -175,6 +176,8 @@ def vocab_parallel_cross_entropy(
         out_dtype = torch.promote_types(out_dtype, dtype)
     cdt = V.compute_dtype(*dtypes)
     shard = resolve_shard(group, local_classes, vocab_start, local_logits.device, _WHAT)
+    if not soft:
+        check_class_index_range(target, shard.num_classes, ignore_index)
     plan = K.Plan(_WHAT, group, shard, reduction, eps, z, cap, soft, ignore_index, cdt, out_dtype)
     n = math.prod(leading)
     logits2d = local_logits.reshape(n, local_classes)  # (N, V_r)

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from softxent.torch._validation import check_class_index_range
 from softxent.torch.distributed import _kernel as K
 from softxent.torch.distributed import _validation as V
 from softxent.torch.distributed._comm import all_reduce_, resolve_shard
@@ -48,7 +49,6 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         targets = None
         if not plan.soft:
             targets = K.class_targets(target, plan, class_weight)
-            V.check_index_range(targets.bad, target, plan.shard.num_classes)
         sums = K.LocalSums.empty(n, plan, inp.device)
         for rows in _chunks(n, chunk):
             x = K.softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V)
@@ -150,7 +150,7 @@ def vocab_parallel_linear_cross_entropy(
 
     Raises
     ------
-    TypeError, ValueError, IndexError, RuntimeError
+    TypeError, ValueError, RuntimeError
         As in :func:`vocab_parallel_cross_entropy`; also for mismatched ``H`` or dtypes of
         the linear layer, and a ``chunk_size`` that is not a positive int.
 
@@ -215,7 +215,7 @@ def vocab_parallel_linear_cross_entropy(
     )
     leading = tuple(input.shape[:-1])
     soft = V.check_targets(target, leading, local_classes, ignore_index)
-    weight = V.check_class_weight(weight, local_classes, input.dtype, soft)
+    weight = V.check_local_class_weight(weight, local_classes, input.device, input.dtype, soft)
     n = math.prod(leading)
     if chunk_size is None:
         chunk = default_chunk_size(n, local_classes)
@@ -233,6 +233,8 @@ def vocab_parallel_linear_cross_entropy(
         out_dtype = torch.promote_types(out_dtype, dtype)
     cdt = V.compute_dtype(*dtypes)
     shard = resolve_shard(group, local_classes, vocab_start, input.device, _WHAT)
+    if not soft:
+        check_class_index_range(target, shard.num_classes, ignore_index)
     plan = K.Plan(_WHAT, group, shard, reduction, eps, z, cap, soft, ignore_index, cdt, out_dtype)
     input2d = input.reshape(n, hidden)  # (N, H)
     target2d = target.reshape(n, local_classes).to(cdt) if soft else target.reshape(n)
