@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, logit_scale, random_logits, torch_cross_entropy
 
 import softxent as sx
+
+from conftest import assert_close, logit_scale, random_logits, torch_cross_entropy
 
 X = random_logits((5, 4), np.float64, seed=21)
 Y = np.array([0, 1, 2, 3, 1])

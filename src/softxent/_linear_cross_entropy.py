@@ -27,6 +27,7 @@ from softxent._cross_entropy import cross_entropy, cross_entropy_with_grad
 from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
+    as_array,
     as_class_indices,
     as_class_weight,
     as_float_array,
@@ -119,7 +120,7 @@ def _prepare(
     check_label_smoothing(smoothing)
     ignore_index = check_ignore_index(ignore_index)
     ct = compute_dtype(h.dtype)
-    t = np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind in "iu":
         if t.shape != (n,):
             raise ValueError(
@@ -426,7 +427,7 @@ def _grad_output_rows(
     if grad_output is None:
         g = np.asarray(1.0)
     else:
-        g = np.asarray(grad_output)
+        g = as_array(grad_output, "grad_output")
         if g.dtype.kind not in "fiu":
             raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
     if reduction == "none":

@@ -22,9 +22,11 @@ from softxent._kernels import _rowsum
 from softxent._reduction import ieee_divide
 from softxent._threads import run_parallel
 from softxent._validation import (
+    as_array,
     as_class_weight,
     as_float_array,
     check_ignore_index,
+    native_dtype,
     normalize_axis,
 )
 
@@ -205,7 +207,9 @@ def score(
     >>> r.bin_counts  # confidences 0.355, 0.378 and 0.401
     array([0, 2, 1, 0, 0])
     """
-    x = as_float_array(logits, "logits")
+    # Byte-swapped logits stay as they are (a file larger than memory is not copied): each
+    # block is converted when it is read, and the per-sample losses are in native order.
+    x = as_float_array(logits, "logits", native=False)
     if x.ndim == 0:
         raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
     axis = normalize_axis(axis, x.ndim)
@@ -225,9 +229,9 @@ def score(
     class_weight = as_class_weight(weight, num_classes, np.dtype(np.float64))
     _check_target_range(t, batch_shape, num_classes, ignore_index, batch_bytes)
 
-    ct = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+    ct = np.dtype(np.float64) if native_dtype(x.dtype) == np.float64 else np.dtype(np.float32)
     state = _Accumulator(ks, bins, class_weight, ct)
-    losses = np.empty(batch_shape, x.dtype) if per_sample else None
+    losses = np.empty(batch_shape, native_dtype(x.dtype)) if per_sample else None
     flat_losses = None if losses is None else losses.reshape(-1)  # a view: losses is new
     row0 = 0
     for blk, tgt in _blocks(xm, t, batch_bytes):
@@ -268,7 +272,7 @@ def _check_top_k(top_k: Any) -> tuple[int, ...]:
 
 
 def _check_target(target: Any, batch_shape: tuple, logits_shape: tuple, axis: int):
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind not in "iu":
         extra = ""
         if t.dtype.kind == "f":
