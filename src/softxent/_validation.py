@@ -186,3 +186,15 @@ def as_class_indices(
     if valid.all():
         return flat, None
     return np.where(valid, flat, 0).astype(np.int64, copy=False), valid
+
+
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """``chunk_size`` of the linear layers: None (the default rule) or an int >= 1 (Python
+    or NumPy integer; bool is refused)."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    return int(chunk_size)

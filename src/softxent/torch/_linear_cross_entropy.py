@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import softxent as _sx
-from softxent._linear_cross_entropy import CHUNK_BYTES
+from softxent._linear_cross_entropy import CHUNK_BYTES, default_chunk_rows
 from softxent.torch._cross_entropy import _keep_graph, _refuse_double_backward
 from softxent.torch._options import LossOptions, make_options
 from softxent.torch._rows import index_denominator, reduce_rows, rows_cross_entropy
@@ -53,8 +53,7 @@ def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> 
     >>> default_chunk_size(32000)  # 128 MiB / (32000 classes * 4 bytes)
     1048
     """
-    itemsize = torch.empty((), dtype=compute_dtype(dtype)).element_size()
-    return max(1, CHUNK_BYTES // (num_classes * itemsize))
+    return default_chunk_rows(num_classes, compute_dtype(dtype).itemsize)
 
 
 def linear_cross_entropy(

@@ -222,7 +222,7 @@ def test_bad_tensors_raise(logits, target, kwargs, error, match):
     [
         (torch.zeros(4, 5), {}, ValueError, r"local_linear_weight must have shape \(V_local, 6\)"),
         (torch.zeros(4, 6, dtype=torch.float64), {}, TypeError, "input's dtype"),
-        (torch.zeros(4, 6), {"chunk_size": 0}, ValueError, "chunk_size must be a positive"),
+        (torch.zeros(4, 6), {"chunk_size": 0}, ValueError, "chunk_size must be >= 1, got 0"),
         (torch.zeros(4, 6), {"chunk_size": 2.0}, TypeError, "chunk_size must be a positive"),
         (torch.zeros(4, 6), {"local_linear_bias": torch.zeros(3)}, ValueError, "bias"),
     ],

@@ -8,27 +8,28 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from softxent._linear_cross_entropy import default_chunk_rows
+from softxent._validation import check_chunk_size
 from softxent.torch._validation import check_class_index_range
 from softxent.torch.distributed import _kernel as K
 from softxent.torch.distributed import _validation as V
 from softxent.torch.distributed._comm import all_reduce_, resolve_shard
 
 _WHAT = "vocab_parallel_linear_cross_entropy"
-# Default chunk: about 2**22 logits (16 MiB in float32) per chunk, whatever V_r is.
-_CHUNK_ELEMENTS = 1 << 22
 
 
-def default_chunk_size(num_tokens: int, local_classes: int) -> int:
-    """Tokens per chunk so that one chunk's logits hold about ``2**22`` values.
+def default_chunk_size(num_tokens: int, local_classes: int, dtype: torch.dtype) -> int:
+    """Tokens per chunk: the rule of every linear layer (``softxent.CHUNK_BYTES`` = 128 MiB
+    of this rank's logits in the compute dtype ``dtype``), at most ``num_tokens``.
 
     Examples
     --------
-    >>> default_chunk_size(10_000, 50_000)  # 4194304 // 50000
-    83
-    >>> default_chunk_size(10, 50_000)
+    >>> default_chunk_size(10_000, 50_000, torch.float32)  # 128 MiB // (50000 * 4 bytes)
+    671
+    >>> default_chunk_size(10, 50_000, torch.float32)
     10
     """
-    return max(1, min(num_tokens, _CHUNK_ELEMENTS // max(local_classes, 1)))
+    return max(1, min(num_tokens, default_chunk_rows(local_classes, dtype.itemsize)))
 
 
 def _chunks(n: int, chunk: int):
@@ -141,7 +142,9 @@ def vocab_parallel_linear_cross_entropy(
     group, vocab_start, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
         As in :func:`vocab_parallel_cross_entropy`.
     chunk_size : int, optional
-        Tokens per chunk (default: about ``2**22 / V_r``, i.e. 16 MiB of float32 logits).
+        Tokens per chunk (a Python or NumPy int). Default: as many as keep one chunk's
+        ``(chunk, V_r)`` logits within 128 MiB in the compute dtype, the rule of every
+        softxent linear layer.
 
     Returns
     -------
@@ -217,14 +220,7 @@ def vocab_parallel_linear_cross_entropy(
     soft = V.check_targets(target, leading, local_classes, ignore_index)
     weight = V.check_local_class_weight(weight, local_classes, input.device, input.dtype, soft)
     n = math.prod(leading)
-    if chunk_size is None:
-        chunk = default_chunk_size(n, local_classes)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    elif chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    else:
-        chunk = chunk_size
+    chunk_option = check_chunk_size(chunk_size)
     dtypes = [input.dtype]
     if soft:
         dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
@@ -232,6 +228,7 @@ def vocab_parallel_linear_cross_entropy(
     for dtype in dtypes[1:]:
         out_dtype = torch.promote_types(out_dtype, dtype)
     cdt = V.compute_dtype(*dtypes)
+    chunk = chunk_option or default_chunk_size(n, local_classes, cdt)
     shard = resolve_shard(group, local_classes, vocab_start, input.device, _WHAT)
     if not soft:
         check_class_index_range(target, shard.num_classes, ignore_index)

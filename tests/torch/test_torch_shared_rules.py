@@ -1,4 +1,4 @@
-"""The class-weight rules of every torch entry point are torch's, and the same everywhere.
+"""Rules every torch entry point shares with torch and with each other: class weights, chunks.
 
 * any finite weight is computed, negative ones too, with torch's weighted mean (an IEEE
   division by ``D = sum w[y]``, which can be negative or 0);
@@ -95,3 +95,46 @@ def test_public_functions_take_negative_weights():
     eye = torch.eye(4, dtype=torch.float64)
     got = linear_cross_entropy(X, eye, Y, weight=w, label_smoothing=0.1)
     torch.testing.assert_close(got, expected)
+
+
+# ------------------------------------------- chunk_size: one rule for every linear layer
+
+
+def test_chunk_size_takes_numpy_integers_in_every_linear_layer():
+    import numpy as np
+
+    import softxent as sx
+
+    x, eye, y = X, torch.eye(4, dtype=torch.float64), Y
+    expected = F.cross_entropy(x, y)
+    for chunk in (np.int64(2), np.int32(3), np.uint8(1)):
+        got = [
+            torch.as_tensor(
+                sx.linear_cross_entropy(x.numpy(), eye.numpy(), y.numpy(), chunk_size=chunk)
+            ),
+            linear_cross_entropy(x, eye, y, chunk_size=chunk),
+            vocab_parallel_linear_cross_entropy(x, eye, y, chunk_size=chunk),
+        ]
+        for loss in got:
+            torch.testing.assert_close(loss, expected)
+    for bad, error in ((np.int64(0), ValueError), (np.float64(2.0), TypeError), (True, TypeError)):
+        for call in (
+            lambda c: sx.linear_cross_entropy(x.numpy(), eye.numpy(), y.numpy(), chunk_size=c),
+            lambda c: linear_cross_entropy(x, eye, y, chunk_size=c),
+            lambda c: vocab_parallel_linear_cross_entropy(x, eye, y, chunk_size=c),
+        ):
+            with pytest.raises(error, match="chunk_size must be"):
+                call(bad)
+
+
+def test_one_default_chunk_rule():
+    import softxent._linear_cross_entropy as numpy_layer
+    from softxent.torch import default_chunk_size
+    from softxent.torch.distributed import _linear_cross_entropy as tp_layer
+
+    for classes, dtype in ((32000, torch.float32), (50257, torch.float64), (7, torch.float16)):
+        rows = numpy_layer.default_chunk_rows(classes, 8 if dtype == torch.float64 else 4)
+        assert rows == numpy_layer.CHUNK_BYTES // (classes * (8 if dtype == torch.float64 else 4))
+        assert default_chunk_size(classes, dtype) == rows
+        compute = torch.float32 if dtype == torch.float16 else dtype
+        assert tp_layer.default_chunk_size(10**9, classes, compute) == rows
