@@ -307,3 +307,26 @@ def test_matches_the_single_process_softxent_torch_backend(kind, reduction):
     loss = vocab_parallel_cross_entropy(d["logits"], d[kind], **opts)
     torch.testing.assert_close(loss, expected, **tolerances(torch.float64, 10.0))
     torch.testing.assert_close(x.grad, ref_x.grad, **tolerances(torch.float64, 10.0))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("linear", [False, True])
+def test_loss_is_summed_in_float64_like_every_other_path(reduction, linear):
+    # 20000 float32 losses: a float32 accumulation rounds differently from float64.
+    gen = torch.Generator().manual_seed(4)
+    n = 20000
+    x = torch.randn(n, C, generator=gen) * 3
+    y = torch.randint(0, C, (n,), generator=gen)
+    w = torch.rand(C, generator=gen) + 0.5
+
+    def loss(red):
+        if linear:
+            eye = torch.eye(C)
+            return vocab_parallel_linear_cross_entropy(x, eye, y, weight=w, reduction=red)
+        return vocab_parallel_cross_entropy(x, y, weight=w, reduction=red)
+
+    per_token = loss("none")
+    total = per_token.double().sum()
+    if reduction == "mean":
+        total = total / w[y].sum()
+    assert loss(reduction) == total.float()

@@ -38,6 +38,7 @@ import dataclasses
 import torch
 import torch.distributed as dist
 
+from softxent.torch._rows import reduce_rows
 from softxent.torch.distributed._comm import Shard, all_reduce_
 
 
@@ -268,13 +269,9 @@ def combine(
         # sync, the loss and that row's gradient are NaN instead of a silent number.
         per_token = torch.where(targets.bad, torch.nan, per_token)
         row_scale = torch.where(targets.bad, torch.nan, row_scale)
-    if plan.reduction == "none":
-        loss = per_token
-    elif plan.reduction == "sum":
-        loss = per_token.sum()
-    else:
-        loss = per_token.sum() / denominator
-    return Combined(loss.to(plan.out_dtype), shift, log_s, rescale, a, target_coef, row_scale)
+    # Summed in float64 and rounded once, as every other softxent path reduces.
+    loss = reduce_rows(per_token, plan.reduction, denominator, plan.out_dtype, (n,))
+    return Combined(loss, shift, log_s, rescale, a, target_coef, row_scale)
 
 
 def logits_grad_(
