@@ -410,3 +410,23 @@ def test_class_weight_is_not_the_layer_weight():
     hidden, weight, target = _ok()
     with pytest.raises(TypeError, match="weight"):
         sx.linear_cross_entropy(hidden, weight, target, weight=np.ones(5))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_list_of_probabilities_takes_hiddens_dtype_in_every_chunk(dtype):
+    # A list converts once to hidden's dtype ("Lists take the logits' dtype"), so the result
+    # is the one of the same target given in that dtype, not of a float64 computation.
+    rng = np.random.default_rng(8)
+    hidden = rng.normal(size=(6, 3)).astype(dtype)
+    weight = rng.normal(size=(5, 3)).astype(dtype)
+    probs = rng.dirichlet(np.ones(5), size=6)
+    as_list = sx.linear_cross_entropy_with_grad(
+        hidden, weight, probs.tolist(), reduction="none", chunk_size=2
+    )
+    as_array = sx.linear_cross_entropy_with_grad(
+        hidden, weight, probs.astype(dtype), reduction="none", chunk_size=2
+    )
+    assert as_list.loss.dtype == dtype
+    for got, expected in zip(as_list, as_array, strict=True):
+        if got is not None:
+            np.testing.assert_array_equal(got, expected)

@@ -159,6 +159,8 @@ def _prepare(
         dtypes = [h.dtype]
         if isinstance(target, np.ndarray | np.generic):
             dtypes.append(t.dtype)
+        else:  # a list takes hidden's dtype, once: every chunk then computes in it
+            t = t.astype(h.dtype)
         if isinstance(class_weight, np.ndarray | np.generic) and class_weight.dtype.kind == "f":
             dtypes.append(class_weight.dtype)
         loss_dtype = np.result_type(*dtypes)
