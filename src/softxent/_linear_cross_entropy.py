@@ -172,7 +172,7 @@ def _prepare(
         )
     chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize)
     chunk = max(1, min(chunk, n))
-    # float16 layers are computed in float32 (one copy of the weight, rounded once at the end).
+    # float16 layers: the matmuls run in float32 (one copy of the weight); see the docstring.
     w_ct = w.astype(ct, copy=False)
     b_ct = None if b is None else b.astype(ct, copy=False)
     return _Layer(h, w_ct, b_ct, t, class_weight, h.dtype, ct, loss_dtype, denominator, chunk)
@@ -187,6 +187,10 @@ def _chunk_logits(
     np.matmul(h, layer.weight.T, out=logits)
     if layer.bias is not None:
         logits += layer.bias
+    if layer.dtype != layer.ct:
+        # float16 layers: the logits are the layer's output, rounded to float16 once, as
+        # torch's F.linear gives them (and as softxent.torch does on every device).
+        logits[...] = logits.astype(layer.dtype)
     return logits, h
 
 
@@ -260,8 +264,14 @@ def linear_cross_entropy(
     -----
     Equal to ``torch.nn.functional.cross_entropy(F.linear(hidden, weight, bias), target,
     weight=class_weight, ignore_index=ignore_index, reduction=reduction,
-    label_smoothing=label_smoothing)`` with torch's special values. float16 layers are
-    computed in float32 (a float32 copy of ``weight`` is made) and the loss rounded once.
+    label_smoothing=label_smoothing)`` with torch's special values.
+
+    float16 layers (the same rule as :mod:`softxent.torch` on every device): the logits
+    are the layer's output rounded to float16 once (as ``F.linear`` gives them), the
+    cross-entropy is computed in float32, the input gradient is ``d_logits`` rounded to
+    float16 times the weight (as ``F.linear``'s backward), and the weight and bias
+    gradients are accumulated in float32 over the chunks and rounded once. The matmuls
+    run in float32 (a float32 copy of ``weight`` is made).
 
     Examples
     --------
@@ -392,6 +402,7 @@ def linear_cross_entropy_with_grad(
     s_rows = max(1, min(v, _SLICE_BYTES // max(1, d * ct.itemsize)))
     partial = np.empty((s_rows, d), ct)  # (s, D)
     ones = np.ones(rows, ct)  # (c,) column sums by BLAS (faster than .sum(0))
+    dt_rounds = layer.dtype != ct  # float16 layer
     with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
         for i in range(0, n, layer.chunk):
             j = min(n, i + layer.chunk)
@@ -402,7 +413,10 @@ def linear_cross_entropy_with_grad(
             )  # fmt: skip
             losses[i:j] = result.loss
             d_logits = result.grad  # (c, V), the buffer itself
-            np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
+            if dt_rounds:  # F.linear's backward takes d_logits in the layer's dtype
+                np.matmul(d_logits.astype(layer.dtype).astype(ct), layer.weight, out=d_hidden[i:j])
+            else:
+                np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
             if i == 0:  # the first chunk writes the accumulator directly
                 np.matmul(d_logits.T, h, out=d_weight)  # (V, D)
             else:

@@ -134,8 +134,10 @@ def linear_cross_entropy(
     saves nothing new and the backward recomputes the chunks with the per-token upstream
     gradient. No host synchronisation off CPU (a bad class index gives a NaN loss there).
     Under ``torch.no_grad()`` or when nothing requires grad only the loss is computed.
-    Half inputs: logits are computed by the layer's own matmul (input dtype, like
-    ``F.linear``), the cross-entropy in float32, and the weight and bias gradients are
+    Half inputs, the same on CPU (NumPy kernels) and every other device: the logits are
+    the layer's output in its dtype (like ``F.linear``), the cross-entropy is computed in
+    float32, the input gradient is ``d_logits`` rounded to the input dtype times
+    ``linear_weight`` (like ``F.linear``'s backward), and the weight and bias gradients are
     accumulated in float32 over the chunks and rounded once.
 
     Not supported (raise): torch's K-dimensional ``linear_weight`` (V, d1, ..., D) and its
