@@ -126,15 +126,16 @@ def test_per_sample_npy_matches_api(files, capsys):
     )
 
 
-def test_text_inputs_and_weight(tmp_path, capsys):
+@pytest.mark.parametrize("weights", [[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]])  # negative: as torch
+def test_text_inputs_and_weight(tmp_path, capsys, weights):
     np.savetxt(tmp_path / "x.csv", DEMO_LOGITS, delimiter=",")
     (tmp_path / "y.txt").write_text("1\n2\n0\n")
-    np.savetxt(tmp_path / "w.csv", [[1.0, 2.0, 3.0]], delimiter=",")
+    np.savetxt(tmp_path / "w.csv", [weights], delimiter=",")
     code = score_main(tmp_path / "x.csv", tmp_path / "y.txt", "--weight", tmp_path / "w.csv",
                       "--json")  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    expected = sx.cross_entropy(DEMO_LOGITS.astype(np.float64), DEMO_TARGETS, weight=[1, 2, 3])
+    expected = sx.cross_entropy(DEMO_LOGITS.astype(np.float64), DEMO_TARGETS, weight=weights)
     assert report["cross_entropy_nats"] == pytest.approx(float(expected), rel=1e-12)
     assert report["weighted"] is True
 
