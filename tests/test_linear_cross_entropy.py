@@ -374,7 +374,7 @@ def _ok():
         ({"chunk_size": 2.0}, TypeError, "chunk_size must be a positive int or None, got 2.0"),
         ({"chunk_size": True}, TypeError, "chunk_size must be a positive int"),
         ({"class_weight": np.ones(4)}, ValueError, r"class_weight must have shape \(5,\)"),
-        ({"class_weight": -np.ones(5)}, ValueError, "class_weight must be non-negative"),
+        ({"class_weight": np.full(5, np.nan)}, ValueError, "class_weight must be finite"),
         ({"reduction": "avg"}, ValueError, "reduction must be one of"),
         ({"label_smoothing": 1.5}, ValueError, r"label_smoothing must be in \[0, 1\]"),
         ({"target": np.full((4, 5), 0.2), "ignore_index": 0}, ValueError, "ignore_index=0 cannot"),
@@ -440,3 +440,23 @@ def test_nonfinite_hidden_on_ignored_tokens_contributes_nothing(
     loss_only = sx.linear_cross_entropy(dirty, weight, target, bias, class_weight=cw,
                                         reduction=reduction, chunk_size=chunk_size)  # fmt: skip
     assert np.array_equal(loss_only, result.loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_list_of_probabilities_takes_hiddens_dtype_in_every_chunk(dtype):
+    # A list converts once to hidden's dtype ("Lists take the logits' dtype"), so the result
+    # is the one of the same target given in that dtype, not of a float64 computation.
+    rng = np.random.default_rng(8)
+    hidden = rng.normal(size=(6, 3)).astype(dtype)
+    weight = rng.normal(size=(5, 3)).astype(dtype)
+    probs = rng.dirichlet(np.ones(5), size=6)
+    as_list = sx.linear_cross_entropy_with_grad(
+        hidden, weight, probs.tolist(), reduction="none", chunk_size=2
+    )
+    as_array = sx.linear_cross_entropy_with_grad(
+        hidden, weight, probs.astype(dtype), reduction="none", chunk_size=2
+    )
+    assert as_list.loss.dtype == dtype
+    for got, expected in zip(as_list, as_array, strict=True):
+        if got is not None:
+            np.testing.assert_array_equal(got, expected)

@@ -126,15 +126,16 @@ def test_per_sample_npy_matches_api(files, capsys):
     )
 
 
-def test_text_inputs_and_weight(tmp_path, capsys):
+@pytest.mark.parametrize("weights", [[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]])  # negative: as torch
+def test_text_inputs_and_weight(tmp_path, capsys, weights):
     np.savetxt(tmp_path / "x.csv", DEMO_LOGITS, delimiter=",")
     (tmp_path / "y.txt").write_text("1\n2\n0\n")
-    np.savetxt(tmp_path / "w.csv", [[1.0, 2.0, 3.0]], delimiter=",")
+    np.savetxt(tmp_path / "w.csv", [weights], delimiter=",")
     code = score_main(tmp_path / "x.csv", tmp_path / "y.txt", "--weight", tmp_path / "w.csv",
                       "--json")  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    expected = sx.cross_entropy(DEMO_LOGITS.astype(np.float64), DEMO_TARGETS, weight=[1, 2, 3])
+    expected = sx.cross_entropy(DEMO_LOGITS.astype(np.float64), DEMO_TARGETS, weight=weights)
     assert report["cross_entropy"] == pytest.approx(float(expected), rel=1e-12)
     assert report["weighted"] is True
 
@@ -320,3 +321,82 @@ def test_table_prints_huge_losses_in_exponent_form(tmp_path):
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("cross-entropy"))
     assert "e+29" in line and len(line) < 60, line
+
+
+# ------------------------------------------------------- outputs never overwrite inputs
+
+
+def _same_file_spellings(tmp, path):
+    """The input ``path`` itself, another spelling of it, a symlink and a hard link."""
+    name = os.path.basename(path)
+    symlink, hardlink = tmp / f"link-{name}", tmp / f"hard-{name}"
+    os.symlink(path, symlink)
+    os.link(path, hardlink)
+    return {
+        "same": path,
+        "respelled": str(tmp / "." / ".." / tmp.name / name),
+        "symlink": str(symlink),
+        "hardlink": str(hardlink),
+    }
+
+
+@pytest.mark.parametrize("spelling", ["same", "respelled", "symlink", "hardlink"])
+@pytest.mark.parametrize("which", ["logits", "targets", "weight"])
+def test_output_that_is_an_input_is_refused_before_writing(files, capsys, spelling, which):
+    tmp, logits, targets = files
+    weight = tmp / "weight.npy"
+    np.save(weight, np.ones(3))
+    inputs = {"logits": logits, "targets": targets, "weight": str(weight)}
+    out = _same_file_spellings(tmp, inputs[which])[spelling]
+    before = {p.name: p.read_bytes() for p in tmp.iterdir()}
+    code = score_main(logits, targets, "--weight", weight, "--per-sample", out)
+    assert_one_line_error(capsys, code, out, "--per-sample would overwrite an input")
+    assert {p.name: p.read_bytes() for p in tmp.iterdir()} == before
+
+
+def test_the_two_outputs_may_not_be_one_file(files, capsys):
+    pytest.importorskip("matplotlib")
+    tmp, logits, targets = files
+    plot = tmp / "plot.png"
+    plot.write_bytes(b"old")
+    os.link(plot, tmp / "also.npy")
+    code = score_main(logits, targets, "--plot", plot, "--per-sample", tmp / "also.npy")
+    assert_one_line_error(capsys, code, "--plot would overwrite the --per-sample output")
+    assert plot.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_outputs_follow_the_umask(files, capsys, umask):
+    tmp, logits, targets = files
+    old = os.umask(umask)
+    try:
+        assert score_main(logits, targets, "--per-sample", tmp / "out.npy") == 0
+    finally:
+        os.umask(old)
+    assert (tmp / "out.npy").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_replaced_output_keeps_its_permissions(files, capsys):
+    tmp, logits, targets = files
+    out = tmp / "out.csv"
+    out.write_text("old\n")
+    out.chmod(0o640)
+    assert score_main(logits, targets, "--per-sample", out) == 0
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert out.read_text().startswith("loss")
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n"])
+@pytest.mark.parametrize("which", ["logits", "targets", "weight"])
+def test_empty_text_file_names_itself_without_a_warning(files, content, which):
+    tmp, logits, targets = files
+    empty = tmp / "empty.csv"
+    empty.write_text(content)
+    args = {"logits": logits, "targets": targets, "weight": None}
+    args[which] = str(empty)
+    extra = ["--weight", args["weight"]] if args["weight"] else []
+    result = run_cli(args["logits"], args["targets"], *extra)
+    assert result.returncode == 2
+    assert result.stderr.startswith("softxent score: error: "), result.stderr
+    assert f"{empty}: holds no" in result.stderr
+    assert "Warning" not in result.stderr and result.stderr.count("\n") == 1

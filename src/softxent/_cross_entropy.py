@@ -14,6 +14,7 @@ from softxent._blocks import RowBlocks
 from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
 from softxent._validation import (
+    as_array,
     as_class_indices,
     as_class_weight,
     as_float_array,
@@ -78,7 +79,7 @@ def _prepare(
     smoothing = check_label_smoothing(label_smoothing)
     ignore_index = check_ignore_index(ignore_index)
     batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
-    t = np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind in "iu":
         if t.shape == x.shape:
             raise TypeError(
@@ -276,7 +277,7 @@ def cross_entropy(
     axis : int, default -1
         The class axis.
     weight : array_like of shape (C,), optional
-        Non-negative, finite weight per class.
+        Finite weight per class (negative values are computed as torch does).
     ignore_index : int, default -100
         Class-index targets equal to it contribute nothing (not to the mean's
         denominator either). Must be negative with probability targets.
@@ -424,7 +425,7 @@ def cross_entropy_with_grad(
 
 
 def _as_real(value: Any, name: str) -> np.ndarray:
-    array = np.asarray(value)
+    array = as_array(value, name)
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real number or array, got dtype {array.dtype}")
     return array
@@ -502,10 +503,10 @@ def nll_loss(
     0.3
     """
     lp = as_float_array(log_probs, "log_probs")
-    if np.asarray(target).dtype.kind not in "iu":
+    target = as_array(target, "target")
+    if target.dtype.kind not in "iu":
         raise TypeError(
-            f"target of nll_loss must hold integer class indices, got dtype "
-            f"{np.asarray(target).dtype}"
+            f"target of nll_loss must hold integer class indices, got dtype {target.dtype}"
         )
     p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0, name="log_probs")
     moved = np.moveaxis(p.x, p.axis, -1)

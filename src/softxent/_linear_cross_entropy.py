@@ -17,7 +17,6 @@ every chunk gets the gradient scale ``grad_output / denominator``.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,9 +26,11 @@ from softxent._cross_entropy import cross_entropy, cross_entropy_with_grad
 from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
+    as_array,
     as_class_indices,
     as_class_weight,
     as_float_array,
+    check_chunk_size,
     check_ignore_index,
     check_label_smoothing,
     check_reduction,
@@ -48,6 +49,18 @@ __all__ = [
 #: measured at N = 4096, D = 512 on 2 cores, interleaved in one run, the fused layer took
 #: 1.28x the three unchunked matmuls with 524-token chunks, 1.19x with 786, 1.14x with 1048.
 CHUNK_BYTES = 128 * 1024 * 1024
+
+
+def default_chunk_rows(num_classes: int, itemsize: int) -> int:
+    """Rows per chunk by default, for every linear layer (NumPy, torch, tensor parallel):
+    as many as keep one chunk's ``(rows, num_classes)`` logits of ``itemsize``-byte values
+    (the compute dtype) within :data:`CHUNK_BYTES`, at least 1.
+
+    >>> default_chunk_rows(32000, 4)  # 128 MiB / (32000 classes * 4 bytes)
+    1048
+    """
+    return max(1, CHUNK_BYTES // (max(1, num_classes) * itemsize))
+
 
 #: Bytes of the scratch that takes one slice of a chunk's ``d_weight`` before it is added
 #: to the accumulator: small enough to stay in cache, large enough for full-speed matmuls.
@@ -120,7 +133,7 @@ def _prepare(
     check_label_smoothing(smoothing)
     ignore_index = check_ignore_index(ignore_index)
     ct = compute_dtype(h.dtype)
-    t = np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind in "iu":
         if t.shape != (n,):
             raise ValueError(
@@ -148,6 +161,8 @@ def _prepare(
         dtypes = [h.dtype]
         if isinstance(target, np.ndarray | np.generic):
             dtypes.append(t.dtype)
+        else:  # a list takes hidden's dtype, once: every chunk then computes in it
+            t = t.astype(h.dtype)
         if isinstance(class_weight, np.ndarray | np.generic) and class_weight.dtype.kind == "f":
             dtypes.append(class_weight.dtype)
         loss_dtype = np.result_type(*dtypes)
@@ -158,16 +173,9 @@ def _prepare(
             "target must hold integer class indices (N,) or floating-point probabilities "
             f"(N, V), got dtype {t.dtype}"
         )
-    if chunk_size is None:
-        chunk = max(1, CHUNK_BYTES // (v * ct.itemsize))
-    else:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-            raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        chunk = int(chunk_size)
+    chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize)
     chunk = max(1, min(chunk, n))
-    # float16 layers are computed in float32 (one copy of the weight, rounded once at the end).
+    # float16 layers: the matmuls run in float32 (one copy of the weight); see the docstring.
     w_ct = w.astype(ct, copy=False)
     b_ct = None if b is None else b.astype(ct, copy=False)
     return _Layer(
@@ -184,6 +192,10 @@ def _chunk_logits(
     np.matmul(h, layer.weight.T, out=logits)
     if layer.bias is not None:
         logits += layer.bias
+    if layer.dtype != layer.ct:
+        # float16 layers: the logits are the layer's output, rounded to float16 once, as
+        # torch's F.linear gives them (and as softxent.torch does on every device).
+        logits[...] = logits.astype(layer.dtype)
     return logits, h
 
 
@@ -242,7 +254,7 @@ def linear_cross_entropy(
     bias : array_like, shape (V,), dtype of ``hidden``, optional
         The layer's bias.
     class_weight : array_like of shape (V,), optional
-        Non-negative, finite weight per class: torch's ``weight`` argument of
+        Finite weight per class (negative values too): torch's ``weight`` argument of
         ``F.cross_entropy``, renamed so that it cannot be confused with the layer's weight.
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.
@@ -271,8 +283,14 @@ def linear_cross_entropy(
     -----
     Equal to ``torch.nn.functional.cross_entropy(F.linear(hidden, weight, bias), target,
     weight=class_weight, ignore_index=ignore_index, reduction=reduction,
-    label_smoothing=label_smoothing)`` with torch's special values. float16 layers are
-    computed in float32 (a float32 copy of ``weight`` is made) and the loss rounded once.
+    label_smoothing=label_smoothing)`` with torch's special values.
+
+    float16 layers (the same rule as :mod:`softxent.torch` on every device): the logits
+    are the layer's output rounded to float16 once (as ``F.linear`` gives them), the
+    cross-entropy is computed in float32, the input gradient is ``d_logits`` rounded to
+    float16 times the weight (as ``F.linear``'s backward), and the weight and bias
+    gradients are accumulated in float32 over the chunks and rounded once. The matmuls
+    run in float32 (a float32 copy of ``weight`` is made).
 
     Examples
     --------
@@ -403,6 +421,7 @@ def linear_cross_entropy_with_grad(
     s_rows = max(1, min(v, _SLICE_BYTES // max(1, d * ct.itemsize)))
     partial = np.empty((s_rows, d), ct)  # (s, D)
     ones = np.ones(rows, ct)  # (c,) column sums by BLAS (faster than .sum(0))
+    dt_rounds = layer.dtype != ct  # float16 layer
     with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
         for i in range(0, n, layer.chunk):
             j = min(n, i + layer.chunk)
@@ -413,7 +432,10 @@ def linear_cross_entropy_with_grad(
             )  # fmt: skip
             losses[i:j] = result.loss
             d_logits = result.grad  # (c, V), the buffer itself
-            np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
+            if dt_rounds:  # F.linear's backward takes d_logits in the layer's dtype
+                np.matmul(d_logits.astype(layer.dtype).astype(ct), layer.weight, out=d_hidden[i:j])
+            else:
+                np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
             h = _zero_ignored_rows(layer, i, h)  # (c, D)
             if i == 0:  # the first chunk writes the accumulator directly
                 np.matmul(d_logits.T, h, out=d_weight)  # (V, D)
@@ -446,7 +468,7 @@ def _grad_output_rows(
     if grad_output is None:
         g = np.asarray(1.0)
     else:
-        g = np.asarray(grad_output)
+        g = as_array(grad_output, "grad_output")
         if g.dtype.kind not in "fiu":
             raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
     if reduction == "none":

@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from softxent._validation import as_array
+
 __all__ = ["one_hot"]
 
 
@@ -54,7 +56,7 @@ def one_hot(
            [0., 0., 1.],
            [1., 0., 0.]], dtype=float32)
     """
-    t = np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     if num_classes is None:
@@ -72,8 +74,14 @@ def one_hot(
         if bad.any():
             position = np.unravel_index(int(np.argmax(bad)), t.shape)
             where = "[" + ", ".join(str(int(i)) for i in position) + "]"
+            value = int(t[position])
+            if value < 0:
+                raise ValueError(
+                    f"target{where} = {value} is negative: class indices must be >= 0 "
+                    f"(one_hot has no ignore_index; drop or replace those entries first)"
+                )
             raise ValueError(
-                f"target{where} = {int(t[position])} is out of range: class indices must be "
+                f"target{where} = {value} is out of range: class indices must be "
                 f"in [0, {num_classes})"
             )
     return (t[..., np.newaxis] == np.arange(num_classes)).astype(dtype)

@@ -4,8 +4,10 @@
 * ``"sum"``: their sum (0 for no samples).
 * ``"mean"``: their sum divided by a denominator that depends on the target kind: the sum
   of the target classes' weights over non-ignored samples for class indices (the count
-  when unweighted), the number of samples for probability targets. A zero denominator
-  gives NaN (the mean of nothing), never 0.
+  when unweighted), the number of samples for probability targets. The division is
+  IEEE's, as torch's: a zero denominator gives NaN for a zero sum (the mean of nothing)
+  and an infinity of the sum's sign otherwise (only possible with negative class
+  weights); a negative denominator (negative weights) simply divides.
 
 Sums over samples are taken in float64 whatever the dtype, then rounded once.
 """
@@ -29,14 +31,22 @@ def reduce_losses(
     )
     if reduction == "sum":
         return dtype.type(total)
-    return dtype.type(total / denominator if denominator != 0 else np.nan)
+    return dtype.type(ieee_divide(total, denominator))
+
+
+def ieee_divide(numerator: float, denominator: float) -> float:
+    """``numerator / denominator`` with IEEE semantics (torch's): ``x / 0`` is ``±inf``,
+    ``0 / 0`` NaN, instead of Python's ZeroDivisionError."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(numerator) / np.float64(denominator))
 
 
 def mean_scale(reduction: str, denominator: float) -> float:
-    """d(reduced loss) / d(per-sample loss): 1 for sum, 1/denominator for mean (NaN if 0)."""
+    """d(reduced loss) / d(per-sample loss): 1 for sum, ``1 / denominator`` for mean
+    (``inf`` for a zero denominator, as torch's gradient: non-finite)."""
     if reduction != "mean":
         return 1.0
-    return 1.0 / denominator if denominator != 0 else np.nan
+    return ieee_divide(1.0, denominator)
 
 
 def target_weights(

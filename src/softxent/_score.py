@@ -21,12 +21,15 @@ from numpy.typing import ArrayLike
 
 from softxent import _kernels
 from softxent._blocks import RowBlocks
+from softxent._reduction import ieee_divide
 from softxent._rowwise import compute_dtype, for_each_block
 from softxent._score_reader import row_batches
 from softxent._validation import (
+    as_array,
     as_class_weight,
     as_float_array,
     check_ignore_index,
+    native_dtype,
     normalize_axis,
 )
 
@@ -152,8 +155,9 @@ def score(
         Rows whose target equals it are counted in ``n_ignored`` and left out of every
         metric.
     weight : array_like of shape (C,), optional
-        Non-negative finite class weights. They weight the loss only (the mean is
-        ``sum w[y] l / sum w[y]``, as in torch); accuracy and calibration count rows.
+        Finite class weights (negative ones too, as in torch). They weight the loss only
+        (the mean is ``sum w[y] l / sum w[y]``, as in torch); accuracy and calibration
+        count rows.
     top_k : int or iterable of int, default (1, 5)
         The k of the top-k accuracies (each >= 1; a k >= C gives 1.0).
     bins : int, default 15
@@ -208,7 +212,9 @@ def score(
     >>> r.bin_counts  # confidences 0.355, 0.378 and 0.401
     array([0, 2, 1, 0, 0])
     """
-    x = as_float_array(logits, "logits")
+    # Byte-swapped logits stay as they are (a file larger than memory is not copied): each
+    # block is converted when it is read, and the per-sample losses are in native order.
+    x = as_float_array(logits, "logits", native=False)
     if x.ndim == 0:
         raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
     axis = normalize_axis(axis, x.ndim)
@@ -228,9 +234,9 @@ def score(
     class_weight = as_class_weight(weight, num_classes, np.dtype(np.float64))
     _check_target_range(t, batch_shape, num_classes, ignore_index, batch_bytes)
 
-    ct = compute_dtype(x.dtype)
+    ct = compute_dtype(native_dtype(x.dtype))
     state = _Accumulator(ks, bins, class_weight, ct)
-    losses = np.empty(batch_shape, x.dtype) if per_sample else None
+    losses = np.empty(batch_shape, native_dtype(x.dtype)) if per_sample else None
     flat_losses = None if losses is None else losses.reshape(-1)  # a view: losses is new
     row0 = 0
     for blk, tgt in row_batches(xm, t, batch_bytes):
@@ -269,7 +275,7 @@ def _check_top_k(top_k: Any) -> tuple[int, ...]:
 
 
 def _check_target(target: Any, batch_shape: tuple, logits_shape: tuple, axis: int):
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = as_array(target, "target")
     if t.dtype.kind not in "iu":
         extra = ""
         if t.dtype.kind == "f":
@@ -390,7 +396,7 @@ class _Accumulator:
             self.bin_conf[:] = 0.0
             self.bin_correct[:] = 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum_loss / self.sum_weight if self.sum_weight else math.nan
+            mean = ieee_divide(self.sum_loss, self.sum_weight)
             bin_conf = self.bin_conf / self.bin_counts
             bin_acc = self.bin_correct / self.bin_counts
         if n:

@@ -16,9 +16,55 @@ REDUCTIONS = ("none", "mean", "sum")
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float16/32/64 ndarray; integer, bool and complex input is a TypeError."""
-    array = np.asarray(value)
+def as_array(value: Any, name: str, *, native: bool = True) -> np.ndarray:
+    """``value`` (an array argument named ``name``) as an ndarray of native byte order.
+
+    * A masked array (``numpy.ma``) is refused: computing on its data would silently drop
+      the mask.
+    * A ragged nested list is a ValueError naming the argument (NumPy's own message
+      names neither the argument nor the fix).
+    * Byte-swapped data (e.g. ``dtype('>f4')`` on a little-endian machine) is converted to
+      the native dtype of the same kind and size, so results have that dtype; with
+      ``native=False`` it is left as is (for callers that convert block by block and
+      give results in :func:`native_dtype`).
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array (numpy.ma): softxent would drop its mask and compute "
+            f"the masked entries too; pass {name}.filled(value) with the value you mean, or "
+            "for targets mark the samples to skip with ignore_index"
+        )
+    if isinstance(value, np.ndarray) and type(value) is np.ndarray:
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except ValueError as error:
+            if "inhomogeneous" not in str(error) and "sequence" not in str(error):
+                raise
+            raise ValueError(
+                f"{name} is a ragged nested sequence (its rows have different lengths); "
+                f"every row of {name} must have the same length"
+            ) from None
+    if native and not array.dtype.isnative:
+        array = array.astype(native_dtype(array.dtype))
+    return array
+
+
+def native_dtype(dtype: np.dtype) -> np.dtype:
+    """``dtype`` in the machine's byte order (the same kind and size)."""
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
+def as_float_array(value: Any, name: str, *, native: bool = True) -> np.ndarray:
+    """``value`` as a float16/32/64 ndarray; integer, bool and complex input is a TypeError.
+
+    ``native``: as in :func:`as_array`.
+    """
+    array = as_array(value, name, native=native)
+    if not native and not array.dtype.isnative:
+        if native_dtype(array.dtype) in _FLOAT_DTYPES:
+            return array
     if array.dtype not in _FLOAT_DTYPES:
         if array.dtype.kind == "f":  # longdouble and friends: exotic, compute in float64
             return array.astype(np.float64)
@@ -73,7 +119,7 @@ def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = 
     """The per-class weight as a 1-D array of ``dtype``; None stays None."""
     if weight is None:
         return None
-    array = np.asarray(weight)
+    array = as_array(weight, name)
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
     if array.shape != (num_classes,):
@@ -82,10 +128,13 @@ def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = 
             f"got shape {array.shape}"
         )
     array = array.astype(dtype, copy=False)
+    # Negative weights are computed as torch computes them; non-finite ones are refused
+    # (torch gives NaN for the whole reduced loss, see README "Differences from PyTorch").
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite, got {_first_bad(array, ~np.isfinite(array))}")
-    if (array < 0).any():
-        raise ValueError(f"{name} must be non-negative, got {_first_bad(array, array < 0)}")
+        raise ValueError(
+            f"{name} must be finite (negative values are allowed), "
+            f"got {_first_bad(array, ~np.isfinite(array))}"
+        )
     return array
 
 
@@ -93,6 +142,18 @@ def _first_bad(array: np.ndarray, bad: np.ndarray) -> str:
     position = np.unravel_index(int(np.argmax(bad)), array.shape)
     index = ", ".join(str(int(i)) for i in position)
     return f"{array[position]!r} at [{index}]"
+
+
+def class_index_error(
+    name: str, position: tuple[Any, ...], value: int, num_classes: int, ignore_index: int
+) -> ValueError:
+    """The one error of an out-of-range class index, for every entry point (NumPy, torch,
+    distributed): names the argument, the entry's position and value, and what is allowed."""
+    where = "[" + ", ".join(str(int(i)) for i in position) + "]"
+    return ValueError(
+        f"{name}{where} = {value} is out of range: class indices must be in "
+        f"[0, {num_classes}) or equal ignore_index={ignore_index}"
+    )
 
 
 def as_class_indices(
@@ -121,11 +182,19 @@ def as_class_indices(
     if bad.any():
         first = int(np.argmax(bad))
         position = np.unravel_index(first, target.shape)
-        where = "[" + ", ".join(str(int(i)) for i in position) + "]"
-        raise ValueError(
-            f"{name}{where} = {int(flat[first])} is out of range: class indices must be in "
-            f"[0, {num_classes}) or equal ignore_index={ignore_index}"
-        )
+        raise class_index_error(name, position, int(flat[first]), num_classes, ignore_index)
     if valid.all():
         return flat, None
     return np.where(valid, flat, 0).astype(np.int64, copy=False), valid
+
+
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """``chunk_size`` of the linear layers: None (the default rule) or an int >= 1 (Python
+    or NumPy integer; bool is refused)."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    return int(chunk_size)

@@ -24,6 +24,7 @@ from softxent.cli._progress import Progress
 from softxent.cli._score_io import (
     AtomicOutputs,
     check_output_path,
+    check_outputs_are_not_inputs,
     load_array,
     write_per_sample,
 )
@@ -102,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
         _import_matplotlib()  # fail before the work, not after
     if (args.logits is None) != (args.targets is None):
         raise CLIError("give both LOGITS and TARGETS, or neither to score the demo example")
+    output_paths = {
+        path: option
+        for path, option in ((args.per_sample, "--per-sample"), (args.plot, "--plot"))
+        if path
+    }
+    inputs = [path for path in (args.logits, args.targets, args.weight) if path]
+    check_outputs_are_not_inputs(output_paths, inputs)
     demo = args.logits is None
     if demo:
         logits_name, targets_name = "demo logits", "demo targets"

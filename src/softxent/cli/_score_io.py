@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 
@@ -130,16 +131,26 @@ def _load_text(path: str, integer: bool) -> np.ndarray:
             f"{TEXT_LIMIT_BYTES // 2**20} MiB); save it as .npy"
         )
     delimiter = "," if path.lower().endswith(".csv") else None
+    what = "integer class ids" if integer else "numbers"
     try:
-        return np.loadtxt(
-            path,
-            delimiter=delimiter,
-            dtype=np.int64 if integer else np.float64,
-            ndmin=1 if integer else 2,
-            comments="#",
-        )
+        # NumPy warns (a UserWarning with a source line) on a file with no data: that is
+        # this file's error, said in one line, never a library warning on the user's screen.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return np.loadtxt(
+                path,
+                delimiter=delimiter,
+                dtype=np.int64 if integer else np.float64,
+                ndmin=1 if integer else 2,
+                comments="#",
+            )
+    except UserWarning as warning:
+        if "no data" in str(warning):
+            raise CLIError(
+                f"{path}: holds no {what} (the file is empty or only comments)"
+            ) from None
+        raise CLIError(f"{path}: cannot read {what}: {_first_line(warning)}") from None
     except ValueError as error:
-        what = "integer class ids" if integer else "numbers"
         raise CLIError(f"{path}: expected {what}: {_first_line(error)}") from None
 
 
@@ -165,6 +176,36 @@ def check_output_path(path: str, suffixes: tuple[str, ...], option: str) -> None
         raise CLIError(f"{path}: directory {directory} is not writable")
 
 
+def check_outputs_are_not_inputs(outputs: dict[str, str], inputs: list[str]) -> None:
+    """Refuse an output path that names one of the ``inputs`` (or another output).
+
+    "The same file" is decided by device and inode (:func:`os.path.samefile`), so a
+    symbolic link, a hard link or another spelling of the path counts too. ``outputs``
+    maps each output path to its option (e.g. ``"--per-sample"``).
+    """
+    seen: list[tuple[str, str]] = [(path, "an input") for path in inputs]
+    for path, option in outputs.items():
+        if os.path.exists(path):
+            for other, role in seen:
+                if os.path.exists(other) and os.path.samefile(path, other):
+                    what = role if role == "an input" else f"the {role} output"
+                    raise CLIError(
+                        f"{path}: {option} would overwrite {what} ({other}); "
+                        "choose another output file"
+                    )
+        seen.append((path, option))
+
+
+def _new_file_mode(path: str) -> int:
+    """The permissions an ordinary write would give ``path``: its current ones when it
+    exists, else ``0o666`` less the umask (a temporary file starts at ``0o600``)."""
+    with contextlib.suppress(OSError):
+        return os.stat(path).st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class AtomicOutputs:
     """Write several output files so that each appears whole or not at all.
 
@@ -186,6 +227,7 @@ class AtomicOutputs:
         name = os.path.basename(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
         self._pending.append((tmp, path))
+        os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as f:
             yield f
 

@@ -9,6 +9,18 @@ tensors run softxent's NumPy kernels zero-copy; other devices a pure-torch path 
 host synchronisation. See ``docs/torch.md``.
 """
 
+try:
+    import torch as _torch  # noqa: F401  (only to say what is missing, clearly)
+except ModuleNotFoundError as _error:
+    if _error.name != "torch":
+        raise
+    raise ModuleNotFoundError(
+        "softxent.torch needs PyTorch, which is not installed: "
+        "pip install 'softxent[torch]' (or install torch yourself); "
+        "the NumPy API (import softxent) works without it",
+        name="torch",
+    ) from None
+
 from softxent.torch._cross_entropy import cross_entropy
 from softxent.torch._linear_cross_entropy import (
     CHUNK_BYTES,

@@ -73,7 +73,7 @@ def cross_entropy(
         Class indices (any integer dtype) of the input's shape without the class dim, or
         probabilities (floating) of the input's shape.
     weight : Tensor (C,), optional
-        Non-negative rescaling weight per class (not differentiated).
+        Finite rescaling weight per class, negative values too (not differentiated).
     ignore_index : int
         Samples whose target equals it are left out (class indices only). Default -100.
     reduction : {'mean', 'sum', 'none'}
@@ -104,8 +104,8 @@ def cross_entropy(
     ValueError
         Shapes that do not match, bad option values, a weight or a probability target
         that requires grad, ``inplace_backward=True`` on a leaf that requires grad, and, on
-        CPU, a class index outside ``[0, C)`` that is not ``ignore_index`` or a negative or
-        non-finite class weight.
+        CPU, a class index outside ``[0, C)`` that is not ``ignore_index`` or a non-finite
+        class weight.
 
     Notes
     -----
@@ -162,7 +162,9 @@ def cross_entropy_with_options(
             f"input has no classes (dim {class_dim} of shape {tuple(input.shape)} is 0)"
         )
     prob = check_target(target, tuple(input.shape), class_dim, options.ignore_index, input.device)
-    weight = check_class_weight(weight, num_classes, input.device)
+    weight = check_class_weight(
+        weight, num_classes, input.device, logits_dtype=input.dtype, soft=prob
+    )
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
     use_numpy = use_numpy_kernels(backend, options, [input, target, weight])

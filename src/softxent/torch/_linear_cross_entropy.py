@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import softxent as _sx
-from softxent._linear_cross_entropy import CHUNK_BYTES
+from softxent._linear_cross_entropy import CHUNK_BYTES, default_chunk_rows
 from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
@@ -57,8 +57,7 @@ def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> 
     >>> default_chunk_size(32000)  # 128 MiB / (32000 classes * 4 bytes)
     1048
     """
-    itemsize = torch.empty((), dtype=compute_dtype(dtype)).element_size()
-    return max(1, CHUNK_BYTES // (num_classes * itemsize))
+    return default_chunk_rows(num_classes, compute_dtype(dtype).itemsize)
 
 
 def linear_cross_entropy(
@@ -96,7 +95,7 @@ def linear_cross_entropy(
         probabilities (floating) of shape (N, V) (or ``(..., V)``).
     linear_bias : Tensor (V,), input's dtype, optional
     weight : Tensor (V,), optional
-        Non-negative rescaling weight per class (not differentiated).
+        Finite rescaling weight per class, negative values too (not differentiated).
     reduction : {'mean', 'sum', 'none'}
     ignore_index : int or None
         Tokens whose target equals it are left out. None means -100, as in torch.
@@ -139,8 +138,10 @@ def linear_cross_entropy(
     saves nothing new and the backward recomputes the chunks with the per-token upstream
     gradient. No host synchronisation off CPU (a bad class index gives a NaN loss there).
     Under ``torch.no_grad()`` or when nothing requires grad only the loss is computed.
-    Half inputs: logits are computed by the layer's own matmul (input dtype, like
-    ``F.linear``), the cross-entropy in float32, and the weight and bias gradients are
+    Half inputs, the same on CPU (NumPy kernels) and every other device: the logits are
+    the layer's output in its dtype (like ``F.linear``), the cross-entropy is computed in
+    float32, the input gradient is ``d_logits`` rounded to the input dtype times
+    ``linear_weight`` (like ``F.linear``'s backward), and the weight and bias gradients are
     accumulated in float32 over the chunks and rounded once.
 
     Not supported (raise): torch's K-dimensional ``linear_weight`` (V, d1, ..., D) and its
@@ -220,7 +221,9 @@ def linear_cross_entropy_with_options(
     lead_shape = tuple(input.shape[:-1])
     logits_shape = (*lead_shape, num_classes)
     prob = check_target(target, logits_shape, len(lead_shape), options.ignore_index, input.device)
-    weight = check_class_weight(weight, num_classes, input.device)
+    weight = check_class_weight(
+        weight, num_classes, input.device, logits_dtype=input.dtype, soft=prob
+    )
     check_grad_free(weight, "weight")
     check_grad_free(target if prob else None, "target")
     use_numpy = use_numpy_kernels(backend, options, [input, target, weight])

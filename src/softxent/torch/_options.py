@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 
-from softxent._validation import check_ignore_index, check_label_smoothing, check_reduction
+from softxent._validation import (
+    check_chunk_size,
+    check_ignore_index,
+    check_label_smoothing,
+    check_reduction,
+)
 
 __all__ = ["BACKENDS", "LossOptions", "make_options", "use_numpy_kernels"]
 
@@ -66,7 +71,7 @@ def make_options(
         z_loss=_check_z_loss(z_loss),
         softcap=_check_softcap(softcap),
         inplace_backward=_check_bool(inplace_backward, "inplace_backward"),
-        chunk_size=_check_chunk_size(chunk_size),
+        chunk_size=check_chunk_size(chunk_size),
     )
 
 
@@ -94,16 +99,6 @@ def _check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-def _check_chunk_size(chunk_size: Any) -> int | None:
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-        raise TypeError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
-    return int(chunk_size)
 
 
 def use_numpy_kernels(

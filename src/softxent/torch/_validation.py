@@ -1,7 +1,7 @@
 """Tensor checks of the torch backend: validate once, at the entry, in one voice.
 
 Shapes, dtypes and devices are checked on every device (they are host metadata, checking
-them never synchronises). Values (out-of-range class indices, negative class weights) are
+them never synchronises). Values (out-of-range class indices, non-finite class weights) are
 checked only on CPU: on an accelerator that would need a device-to-host copy, so there an
 out-of-range class index gives a NaN loss instead of an error.
 """
@@ -12,8 +12,11 @@ from typing import Any
 
 import torch
 
+from softxent._validation import class_index_error
+
 __all__ = [
     "FLOAT_DTYPES",
+    "check_class_index_range",
     "check_class_weight",
     "check_float_tensor",
     "check_grad_free",
@@ -105,8 +108,21 @@ def check_target(
     return False
 
 
-def check_class_weight(weight: Any, num_classes: int, device) -> torch.Tensor | None:
-    """The per-class ``weight``: None, or a floating (C,) tensor on the logits' device."""
+def check_class_weight(
+    weight: Any,
+    num_classes: int,
+    device: torch.device,
+    *,
+    logits_dtype: torch.dtype,
+    soft: bool,
+    what: str = "one entry per class",
+) -> torch.Tensor | None:
+    """The per-class ``weight``: None, or a floating (C,) tensor on the logits' device.
+
+    With class-index targets it must have the logits' dtype, as torch's ``nll_loss``
+    requires (torch raises ``expected scalar type ...``); with probability targets any
+    floating dtype takes part in type promotion, as in torch.
+    """
     if weight is None:
         return None
     if not isinstance(weight, torch.Tensor):
@@ -118,11 +134,15 @@ def check_class_weight(weight: Any, num_classes: int, device) -> torch.Tensor | 
         )
     if tuple(weight.shape) != (num_classes,):
         raise ValueError(
-            f"weight must have shape ({num_classes},), one entry per class, "
-            f"got shape {tuple(weight.shape)}"
+            f"weight must have shape ({num_classes},), {what}, got shape {tuple(weight.shape)}"
         )
     if weight.device != device:
         raise ValueError(f"weight is on {weight.device}, the logits on {device}; move it")
+    if not soft and weight.dtype != logits_dtype:
+        raise TypeError(
+            f"weight must have the logits' dtype {logits_dtype} with class-index targets "
+            f"(as torch requires), got {weight.dtype}; cast it with weight.to({logits_dtype})"
+        )
     return weight
 
 
@@ -141,21 +161,30 @@ def check_values_on_cpu(
     """Value checks that need the data on the host: done on CPU tensors only.
 
     ``target`` (class indices, any shape) must be in ``[0, C)`` or equal ``ignore_index``;
-    ``weight`` must be finite and non-negative (as softxent's NumPy API requires).
+    ``weight`` must be finite (negative values are computed as torch does).
     """
     if weight is not None and weight.device.type == "cpu" and weight.numel():
-        bad = ~torch.isfinite(weight) | (weight < 0)
+        bad = ~torch.isfinite(weight)
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
             raise ValueError(
-                f"weight must be finite and non-negative, got {float(weight[i])!r} at [{i}]"
+                f"weight must be finite (negative values are allowed), "
+                f"got {float(weight[i])!r} at [{i}]"
             )
-    if target is not None and target.device.type == "cpu" and target.numel():
-        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-        if bool(bad.any()):
-            position = tuple(int(i) for i in bad.nonzero()[0])
-            where = "[" + ", ".join(map(str, position)) + "]"
-            raise ValueError(
-                f"target{where} = {int(target[position])} is out of range: class indices "
-                f"must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
-            )
+    if target is not None:
+        check_class_index_range(target, num_classes, ignore_index)
+
+
+def check_class_index_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """On CPU, raise :func:`softxent._validation.class_index_error` for the first entry of
+    ``target`` (integer class ids, any shape) outside ``[0, C)`` that is not ``ignore_index``.
+    Off CPU nothing is checked: that would synchronise with the host (the loss is NaN).
+    """
+    if target.device.type != "cpu" or not target.numel():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        position = tuple(int(i) for i in bad.nonzero()[0])
+        raise class_index_error(
+            "target", position, int(target[position]), num_classes, ignore_index
+        )

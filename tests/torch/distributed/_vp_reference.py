@@ -77,6 +77,10 @@ def make_data(n, num_classes, hidden, dtype, seed):
         "ignored": ignored,
         "probs": probs.to(dtype),
         "weight": weight.to(dtype),
+        # Some classes weighted negatively: torch computes them (its own tests use them).
+        "signed_weight": (weight * torch.tensor([-1.0, 1.0]).repeat(num_classes)[:num_classes]).to(
+            dtype
+        ),
         "upstream": upstream.to(dtype),
         "input": inp.to(dtype),
         "lin_w": lin_w.to(dtype),
@@ -87,7 +91,7 @@ def make_data(n, num_classes, hidden, dtype, seed):
 def option_cases(linear=False):
     """Every combination of target kind, weight, smoothing, reduction, z-loss and softcap."""
     kinds = ("index", "ignored", "probs")
-    weights = (False, True)
+    weights = (False, True, "signed")
     smoothing = (0.0, 0.3)
     reductions = ("mean", "sum", "none")
     z_losses = (0.0, 1e-2)

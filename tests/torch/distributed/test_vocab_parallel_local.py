@@ -6,12 +6,14 @@ the special values, and what autograd keeps; the spawned tests check the multi-r
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from _vp_reference import make_data, option_cases, reference_loss, tolerances
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import softxent as sx
 from softxent.torch.distributed import (
     count_communication,
     vocab_parallel_cross_entropy,
@@ -25,7 +27,7 @@ def _case_args(case, d):
     target = d[case["kind"]]
     opts = {k: case[k] for k in ("reduction", "label_smoothing", "z_loss", "softcap")}
     if case["weight"]:
-        opts["weight"] = d["weight"]
+        opts["weight"] = d["signed_weight" if case["weight"] == "signed" else "weight"]
     upstream = d["upstream"] if case["reduction"] == "none" else torch.tensor(0.7).to(target)
     return target, opts, upstream
 
@@ -176,10 +178,18 @@ def test_no_communication_on_a_world_of_one():
     assert (stats.collectives, stats.bytes, stats.calls) == (0, 0, [])
 
 
-def test_out_of_range_target_raises_index_error():
-    with pytest.raises(IndexError, match=r"class id 13 is out of bounds for 13 classes"):
-        vocab_parallel_cross_entropy(torch.zeros(2, C), torch.tensor([0, 13]))
-    with pytest.raises(IndexError, match=r"class id -3"):
+def test_out_of_range_target_raises_the_error_of_every_other_path():
+    target = torch.tensor([[0, 1], [13, 2]])
+    with pytest.raises(ValueError) as distributed:
+        vocab_parallel_cross_entropy(torch.zeros(2, 2, C), target)
+    with pytest.raises(ValueError) as numpy_path:
+        sx.cross_entropy(np.zeros((2, 2, C)), target.numpy())
+    with pytest.raises(ValueError) as linear:
+        vocab_parallel_linear_cross_entropy(torch.zeros(2, 2, 3), torch.zeros(C, 3), target)
+    message = str(numpy_path.value)
+    assert message.startswith("target[1, 0] = 13 is out of range")
+    assert str(distributed.value) == message == str(linear.value)
+    with pytest.raises(ValueError, match=r"target\[0\] = -3 is out of range"):
         vocab_parallel_cross_entropy(torch.zeros(2, C), torch.tensor([-3, 1]))
 
 
@@ -200,7 +210,11 @@ _Y = torch.tensor([0, 1, 2])
         ({"ignore_index": 1.5}, TypeError, "ignore_index must be an int"),
         ({"vocab_start": -2}, ValueError, "vocab_start must be >= 0"),
         ({"vocab_start": 1}, ValueError, "tile"),
-        ({"weight": torch.ones(5)}, ValueError, r"weight must be this rank's slice.*\(4,\)"),
+        (
+            {"weight": torch.ones(5)},
+            ValueError,
+            r"weight must have shape \(4,\), this rank's slice",
+        ),
         ({"weight": torch.ones(4, dtype=torch.float64)}, TypeError, "logits' dtype"),
         ({"weight": torch.ones(4, requires_grad=True)}, ValueError, "weight: gradients"),
     ],
@@ -232,7 +246,7 @@ def test_bad_tensors_raise(logits, target, kwargs, error, match):
     [
         (torch.zeros(4, 5), {}, ValueError, r"local_linear_weight must have shape \(V_local, 6\)"),
         (torch.zeros(4, 6, dtype=torch.float64), {}, TypeError, "input's dtype"),
-        (torch.zeros(4, 6), {"chunk_size": 0}, ValueError, "chunk_size must be a positive"),
+        (torch.zeros(4, 6), {"chunk_size": 0}, ValueError, "chunk_size must be >= 1, got 0"),
         (torch.zeros(4, 6), {"chunk_size": 2.0}, TypeError, "chunk_size must be a positive"),
         (torch.zeros(4, 6), {"local_linear_bias": torch.zeros(3)}, ValueError, "bias"),
     ],
@@ -317,3 +331,26 @@ def test_matches_the_single_process_softxent_torch_backend(kind, reduction):
     loss = vocab_parallel_cross_entropy(d["logits"], d[kind], **opts)
     torch.testing.assert_close(loss, expected, **tolerances(torch.float64, 10.0))
     torch.testing.assert_close(x.grad, ref_x.grad, **tolerances(torch.float64, 10.0))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("linear", [False, True])
+def test_loss_is_summed_in_float64_like_every_other_path(reduction, linear):
+    # 20000 float32 losses: a float32 accumulation rounds differently from float64.
+    gen = torch.Generator().manual_seed(4)
+    n = 20000
+    x = torch.randn(n, C, generator=gen) * 3
+    y = torch.randint(0, C, (n,), generator=gen)
+    w = torch.rand(C, generator=gen) + 0.5
+
+    def loss(red):
+        if linear:
+            eye = torch.eye(C)
+            return vocab_parallel_linear_cross_entropy(x, eye, y, weight=w, reduction=red)
+        return vocab_parallel_cross_entropy(x, y, weight=w, reduction=red)
+
+    per_token = loss("none")
+    total = per_token.double().sum()
+    if reduction == "mean":
+        total = total / w[y].sum()
+    assert loss(reduction) == total.float()

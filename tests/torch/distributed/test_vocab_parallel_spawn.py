@@ -96,8 +96,9 @@ def _options(case, d, start, size):
     local = {k: case[k] for k in ("reduction", "label_smoothing", "z_loss", "softcap")}
     full = dict(local)
     if case["weight"]:
-        local["weight"] = d["weight"][start : start + size]
-        full["weight"] = d["weight"]
+        key = "signed_weight" if case["weight"] == "signed" else "weight"
+        local["weight"] = d[key][start : start + size]
+        full["weight"] = d[key]
     return local, full
 
 
@@ -188,8 +189,8 @@ def _check_edges(ck, rank, world, num_classes):
     try:
         vocab_parallel_cross_entropy(x, bad)
         ck.true("out-of-range target raised", False)
-    except IndexError as err:
-        ck.true(f"out-of-range message {err}", f"class id {num_classes}" in str(err))
+    except ValueError as err:
+        ck.true(f"out-of-range message {err}", f"target[4] = {num_classes} is out" in str(err))
 
     # Communication: 2 collectives, O(N) bytes, nothing in backward (plain);
     # + the (N, H) input gradient in backward (linear).

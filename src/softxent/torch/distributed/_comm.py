@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -141,7 +142,20 @@ class Shard:
     num_classes: int
 
 
-_LAYOUTS: dict[tuple, Shard] = {}
+#: Shard layouts per process group, then per ``(size, rank, local_size, vocab_start)``.
+#: Keyed by the group object itself, weakly: a destroyed group's entries go with it, and a
+#: new group can never find them (``id(group)`` could, as Python reuses ids).
+_LAYOUTS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, int, int | None], Shard]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _layout_cache(group: Any) -> dict[tuple[int, int, int, int | None], Shard]:
+    """The layout cache of ``group`` (a throw-away dict if it cannot be weakly referenced)."""
+    try:
+        return _LAYOUTS.setdefault(group, {})
+    except TypeError:  # not weakly referenceable or not hashable: do not cache
+        return {}
 
 
 def resolve_shard(
@@ -161,9 +175,9 @@ def resolve_shard(
     if size == 1:
         start = 0 if vocab_start is None else vocab_start
         return Shard(start, local_size, check_layout([(start, local_size)]))
-    group_key = group if group is not None else dist.group.WORLD
-    key = (id(group_key), size, rank, local_size, vocab_start)
-    cached = _LAYOUTS.get(key)
+    cache = _layout_cache(group if group is not None else dist.group.WORLD)
+    key = (size, rank, local_size, vocab_start)
+    cached = cache.get(key)
     if cached is not None:
         return cached
     mine = torch.tensor([-1 if vocab_start is None else vocab_start, local_size], device=device)
@@ -186,5 +200,5 @@ def resolve_shard(
             f"rank (-1 = None): {pairs}"
         )
     shard = Shard(layout[rank][0], local_size, check_layout(layout))
-    _LAYOUTS[key] = shard
+    cache[key] = shard
     return shard

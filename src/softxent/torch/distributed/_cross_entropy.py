@@ -10,7 +10,7 @@ import torch.distributed as dist
 from softxent.torch._algebra import class_targets, rows_pass
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch.distributed._setup import Call, prepare
-from softxent.torch.distributed._validation import check_float, check_index_range
+from softxent.torch.distributed._validation import check_float
 
 _WHAT = "vocab_parallel_cross_entropy"
 
@@ -24,7 +24,6 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         targets = None
         if not plan.soft:
             targets = class_targets(target, plan, class_weight)
-            check_index_range(targets.bad, target, plan.num_classes)
         rows = rows_pass(logits, target, class_weight, plan, targets)  # the collectives
         stats = rows.stats
         cdt = plan.compute_dtype
@@ -111,10 +110,9 @@ def vocab_parallel_cross_entropy(
         logits' with class ids.
     ValueError
         Shapes, option values, shards that do not tile ``[0, C)``, a target or weight that
-        requires grad.
-    IndexError
-        A class id outside ``[0, C)`` that is not ``ignore_index`` (CPU; on other devices the
-        loss and that row's gradient are NaN, to avoid a host sync).
+        requires grad, a non-finite class weight (CPU), and a class id outside ``[0, C)``
+        that is not ``ignore_index`` (CPU, the same message as :func:`softxent.cross_entropy`;
+        on other devices the loss and that row's gradient are NaN, to avoid a host sync).
     RuntimeError
         A collective failed: a rank died or did not call, or the group's timeout passed.
 

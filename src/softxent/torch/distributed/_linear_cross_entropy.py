@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from softxent._linear_cross_entropy import default_chunk_rows
+from softxent._validation import check_chunk_size
 from softxent.torch._algebra import (
     LocalSums,
     accumulate,
@@ -20,24 +22,23 @@ from softxent.torch._algebra import (
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch.distributed._comm import all_reduce_
 from softxent.torch.distributed._setup import Call, prepare
-from softxent.torch.distributed._validation import check_float, check_index_range
+from softxent.torch.distributed._validation import check_float
 
 _WHAT = "vocab_parallel_linear_cross_entropy"
-# Default chunk: about 2**22 logits (16 MiB in float32) per chunk, whatever V_r is.
-_CHUNK_ELEMENTS = 1 << 22
 
 
-def default_chunk_size(num_tokens: int, local_classes: int) -> int:
-    """Tokens per chunk so that one chunk's logits hold about ``2**22`` values.
+def default_chunk_size(num_tokens: int, local_classes: int, dtype: torch.dtype) -> int:
+    """Tokens per chunk: the rule of every linear layer (``softxent.CHUNK_BYTES`` = 128 MiB
+    of this rank's logits in the compute dtype ``dtype``), at most ``num_tokens``.
 
     Examples
     --------
-    >>> default_chunk_size(10_000, 50_000)  # 4194304 // 50000
-    83
-    >>> default_chunk_size(10, 50_000)
+    >>> default_chunk_size(10_000, 50_000, torch.float32)  # 128 MiB // (50000 * 4 bytes)
+    671
+    >>> default_chunk_size(10, 50_000, torch.float32)
     10
     """
-    return max(1, min(num_tokens, _CHUNK_ELEMENTS // max(local_classes, 1)))
+    return max(1, min(num_tokens, default_chunk_rows(local_classes, dtype.itemsize)))
 
 
 def _chunks(n: int, chunk: int):
@@ -58,7 +59,6 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         targets = None
         if not plan.soft:
             targets = class_targets(target, plan, class_weight)
-            check_index_range(targets.bad, target, plan.num_classes)
         sums = LocalSums.empty(n, plan, inp.device)
         for rows in _chunks(n, chunk):
             x = softcapped(F.linear(inp[rows], lin_weight, lin_bias), plan)  # (n, V_r)
@@ -157,7 +157,9 @@ def vocab_parallel_linear_cross_entropy(
     group, vocab_start, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
         As in :func:`vocab_parallel_cross_entropy`.
     chunk_size : int, optional
-        Tokens per chunk (default: about ``2**22 / V_r``, i.e. 16 MiB of float32 logits).
+        Tokens per chunk (a Python or NumPy int). Default: as many as keep one chunk's
+        ``(chunk, V_r)`` logits within 128 MiB in the compute dtype, the rule of every
+        softxent linear layer.
 
     Returns
     -------
@@ -166,7 +168,7 @@ def vocab_parallel_linear_cross_entropy(
 
     Raises
     ------
-    TypeError, ValueError, IndexError, RuntimeError
+    TypeError, ValueError, RuntimeError
         As in :func:`vocab_parallel_cross_entropy`; also for mismatched ``H`` or dtypes of
         the linear layer, and a ``chunk_size`` that is not a positive int.
 
@@ -222,6 +224,7 @@ def vocab_parallel_linear_cross_entropy(
                 f"got {local_linear_bias.dtype}"
             )
     leading = tuple(input.shape[:-1])
+    chunk_option = check_chunk_size(chunk_size)  # before any collective
     call, target2d, class_weight = prepare(
         _WHAT,
         dtype=input.dtype,
@@ -239,14 +242,7 @@ def vocab_parallel_linear_cross_entropy(
         softcap=softcap,
     )
     n = math.prod(leading)
-    if chunk_size is None:
-        chunk = default_chunk_size(n, local_classes)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    elif chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    else:
-        chunk = chunk_size
+    chunk = chunk_option or default_chunk_size(n, local_classes, call.plan.compute_dtype)
     input2d = input.reshape(n, hidden)  # (N, H)
     loss = _VocabParallelLinearCrossEntropy.apply(
         input2d, local_linear_weight, local_linear_bias, target2d, class_weight, call, chunk

@@ -10,9 +10,10 @@ import torch
 import torch.distributed as dist
 
 from softxent.torch._algebra import Plan
+from softxent.torch._validation import check_class_index_range
 from softxent.torch.distributed._comm import group_all_reduce, resolve_shard
 from softxent.torch.distributed._validation import (
-    check_class_weight,
+    check_local_class_weight,
     check_options,
     check_targets,
     compute_dtype,
@@ -65,7 +66,7 @@ def prepare(
         vocab_start=vocab_start,
     )
     soft = check_targets(target, leading, local_classes, ignore_index)
-    weight = check_class_weight(weight, local_classes, dtype, soft)
+    weight = check_local_class_weight(weight, local_classes, device, dtype, soft)
     dtypes = [dtype]
     if soft:
         dtypes += [target.dtype] + ([weight.dtype] if weight is not None else [])
@@ -74,6 +75,8 @@ def prepare(
         out_dtype = torch.promote_types(out_dtype, other)
     cdt = compute_dtype(*dtypes)
     shard = resolve_shard(group, local_classes, vocab_start, device, what)
+    if not soft:
+        check_class_index_range(target, shard.num_classes, ignore_index)
     plan = Plan(
         vocab_start=shard.vocab_start,
         local_classes=shard.size,

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from softxent.torch._validation import check_class_weight, check_values_on_cpu
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -94,40 +96,30 @@ def check_targets(
     return False
 
 
-def check_class_weight(
-    weight: Any, local_classes: int, logits_dtype: torch.dtype, soft: bool
+def check_local_class_weight(
+    weight: Any, local_classes: int, device: torch.device, logits_dtype: torch.dtype, soft: bool
 ) -> torch.Tensor | None:
+    """This rank's slice of the class weights: the rules of :mod:`softxent.torch`'s
+    ``weight`` (dtype as torch, finite values on CPU), one entry per local class."""
     if weight is None:
         return None
-    check_float(weight, "weight")
-    if tuple(weight.shape) != (local_classes,):
-        raise ValueError(
-            f"weight must be this rank's slice of the class weights, shape ({local_classes},), "
-            f"got {tuple(weight.shape)}"
-        )
+    weight = check_class_weight(
+        weight,
+        local_classes,
+        device,
+        logits_dtype=logits_dtype,
+        soft=soft,
+        what="this rank's slice of the class weights",
+    )
     if weight.requires_grad:
         raise ValueError(
             "weight: gradients with respect to class weights are not supported; "
             "pass weight.detach()"
         )
-    if not soft and weight.dtype != logits_dtype:
-        raise TypeError(
-            f"weight must have the logits' dtype {logits_dtype} with class-index targets "
-            f"(as torch), got {weight.dtype}"
-        )
+    check_values_on_cpu(None, weight, local_classes, -100)
     return weight
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """float64 when any input is float64, else float32 (half precision computes in float32)."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
-
-
-def check_index_range(bad: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
-    """On CPU, raise for a valid id outside ``[0, C)`` (elsewhere the loss becomes NaN)."""
-    if bad.device.type == "cpu" and bool(bad.any()):
-        first = int(target.reshape(-1)[bad.nonzero()[0, 0]])
-        raise IndexError(
-            f"target: class id {first} is out of bounds for {num_classes} classes "
-            "(the sum of all ranks' local classes)"
-        )
