@@ -17,7 +17,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from softxent.torch import CrossEntropyLoss, cross_entropy  # noqa: E402
-from softxent.torch._algebra import rows_pass, single_process_plan  # noqa: E402
+from softxent.torch._algebra import make_plan, rows_pass  # noqa: E402
 from softxent.torch._cross_entropy import cross_entropy_with_options  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
 
@@ -425,7 +425,7 @@ def test_random_shapes_match_torch(rows, classes, spatial, reduction, smoothing,
 def test_generic_kernel_marks_out_of_range_targets_with_nan():
     """Off CPU a bad class index cannot raise without a host sync: its loss is NaN."""
     x = torch.zeros(3, 4)
-    plan = single_process_plan(make_options(), 4, False, torch.float32)
+    plan = make_plan(make_options(), 4, False, torch.float32)
     rows = rows_pass(x, torch.tensor([1, 7, -100]), None, plan)
     grad = rows.gradient_(torch.ones(3))
     result = rows.stats

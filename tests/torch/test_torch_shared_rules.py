@@ -134,9 +134,9 @@ def test_one_default_chunk_rule():
     from softxent.torch import default_chunk_size
     from softxent.torch.distributed import _linear_cross_entropy as tp_layer
 
+    assert tp_layer.default_chunk_size is default_chunk_size  # tensor parallelism: the same rule
+
     for classes, dtype in ((32000, torch.float32), (50257, torch.float64), (7, torch.float16)):
         rows = numpy_layer.default_chunk_rows(classes, 8 if dtype == torch.float64 else 4)
         assert rows == numpy_layer.CHUNK_BYTES // (classes * (8 if dtype == torch.float64 else 4))
         assert default_chunk_size(classes, dtype) == rows
-        compute = torch.float32 if dtype == torch.float16 else dtype
-        assert tp_layer.default_chunk_size(10**9, classes, compute) == rows

@@ -60,10 +60,10 @@ __all__ = [
     "class_targets",
     "combine",
     "logits_grad_",
+    "make_plan",
     "no_peers",
     "probabilities",
     "rows_pass",
-    "single_process_plan",
     "softcapped",
 ]
 
@@ -93,13 +93,25 @@ class Plan:
     all_reduce: AllReduce = no_peers
 
 
-def single_process_plan(
-    options: LossOptions, num_classes: int, soft: bool, compute_dtype: torch.dtype
+def make_plan(
+    options: LossOptions,
+    num_classes: int,
+    soft: bool,
+    compute_dtype: torch.dtype,
+    *,
+    vocab_start: int = 0,
+    local_classes: int | None = None,
+    all_reduce: AllReduce = no_peers,
 ) -> Plan:
-    """The plan of a call that holds every class: one rank, nothing to all-reduce."""
+    """The plan of a call with ``options`` over ``num_classes`` classes in all.
+
+    By default the call holds every class (one process, nothing to all-reduce); a rank of
+    a vocab-parallel group gives its slice ``[vocab_start, vocab_start + local_classes)``
+    and its group's ``all_reduce``.
+    """
     return Plan(
-        vocab_start=0,
-        local_classes=num_classes,
+        vocab_start=vocab_start,
+        local_classes=num_classes if local_classes is None else local_classes,
         num_classes=num_classes,
         label_smoothing=options.label_smoothing,
         z_loss=options.z_loss,
@@ -107,6 +119,7 @@ def single_process_plan(
         soft=soft,
         ignore_index=options.ignore_index,
         compute_dtype=compute_dtype,
+        all_reduce=all_reduce,
     )
 
 

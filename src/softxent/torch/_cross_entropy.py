@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import softxent as _sx
-from softxent.torch._algebra import rows_pass, single_process_plan
+from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
@@ -226,7 +226,7 @@ def _loss_tensor(loss) -> torch.Tensor:
 def _forward_torch(input, target, weight, options, prob, need_grad):
     class_dim = 0 if input.ndim == 1 else 1
     num_classes = input.shape[class_dim]
-    out_dtype = loss_dtype(input, target, weight, prob)
+    out_dtype = loss_dtype(input.dtype, target, weight, prob)
     ct = compute_dtype(out_dtype)
     moved = input.detach().movedim(class_dim, -1)  # (..., C), a view
     batch_shape = tuple(moved.shape[:-1])
@@ -239,7 +239,7 @@ def _forward_torch(input, target, weight, options, prob, need_grad):
         t = target.reshape(-1).long()  # (R,)
         if input.device.type == "cpu":
             check_values_on_cpu(t, w, num_classes, options.ignore_index)
-    plan = single_process_plan(options, num_classes, prob, ct)
+    plan = make_plan(options, num_classes, prob, ct)
     rows_result = rows_pass(x, t, w, plan)
     stats = rows_result.stats
     denominator = mean_denominator(stats.valid, stats.target_weight, rows, ct, x.device)

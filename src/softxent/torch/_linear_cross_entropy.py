@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES, default_chunk_rows
-from softxent.torch._algebra import class_targets, rows_pass, single_process_plan
+from softxent.torch._algebra import class_targets, make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
@@ -36,6 +36,7 @@ from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
     check_grad_free,
+    check_linear_layer,
     check_target,
     check_values_on_cpu,
     compute_dtype,
@@ -188,36 +189,8 @@ def linear_cross_entropy_with_options(
     ``'torch'`` (the generic chunked path, any device).
     """
     input = check_float_tensor(input, "input")
-    lw = check_float_tensor(linear_weight, "linear_weight", min_ndim=2)
-    if lw.ndim != 2:
-        raise ValueError(
-            "linear_weight must be 2-D (V, D) like torch.nn.Linear.weight, got shape "
-            f"{tuple(lw.shape)} (K-dimensional outputs are not supported)"
-        )
-    num_classes, dim = lw.shape
-    if num_classes == 0:
-        raise ValueError(f"linear_weight has no rows (classes): shape {tuple(lw.shape)}")
-    if input.shape[-1] != dim:
-        raise ValueError(
-            f"input must have last dimension D = {dim} to match linear_weight "
-            f"{tuple(lw.shape)}, got shape {tuple(input.shape)}"
-        )
-    for name, tensor in (("linear_weight", lw), ("linear_bias", linear_bias)):
-        if tensor is None:
-            continue
-        if name == "linear_bias":
-            tensor = check_float_tensor(tensor, name)
-            if tuple(tensor.shape) != (num_classes,):
-                raise ValueError(
-                    f"linear_bias must have shape ({num_classes},), one entry per class, "
-                    f"got shape {tuple(tensor.shape)}"
-                )
-        if tensor.dtype != input.dtype:
-            raise TypeError(
-                f"{name} must have the dtype of input ({input.dtype}), got {tensor.dtype}"
-            )
-        if tensor.device != input.device:
-            raise ValueError(f"{name} is on {tensor.device}, input on {input.device}; move it")
+    num_classes = check_linear_layer(input, linear_weight, linear_bias)
+    lw, dim = linear_weight, input.shape[-1]
     lead_shape = tuple(input.shape[:-1])
     logits_shape = (*lead_shape, num_classes)
     prob = check_target(target, logits_shape, len(lead_shape), options.ignore_index, input.device)
@@ -293,12 +266,12 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
     dtype = hidden.dtype
     hidden, lw = hidden.detach(), lw.detach()
     bias = None if bias is None else bias.detach()
-    out_dtype = loss_dtype(hidden, target, weight, prob)
+    out_dtype = loss_dtype(hidden.dtype, target, weight, prob)
     ct = compute_dtype(out_dtype)  # of the chunk's cross-entropy
     acc = compute_dtype(dtype)  # of the weight and bias gradient accumulators
     device = hidden.device
     w = None if weight is None else weight.detach().to(ct)
-    plan = single_process_plan(options, num_classes, prob, ct)
+    plan = make_plan(options, num_classes, prob, ct)
     if prob:
         t = target.detach().to(ct)  # (N, V)
         valid, target_weight = None, None

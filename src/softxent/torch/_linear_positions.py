@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from softxent.torch._algebra import class_targets, single_process_plan
+from softxent.torch._algebra import class_targets, make_plan
 from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options
 from softxent.torch._options import LossOptions
 from softxent.torch._reduction import mean_denominator
@@ -87,7 +87,7 @@ def linear_cross_entropy_positions(
         return (total / (n * positions)).to(dtype)
     w = None if weight is None else weight.to(total.dtype)
     flat = rows.reshape(-1)  # (N * K,) the class ids of every (token, position)
-    targets = class_targets(flat, single_process_plan(options, num_classes, False, total.dtype), w)
+    targets = class_targets(flat, make_plan(options, num_classes, False, total.dtype), w)
     denominator = mean_denominator(
         targets.valid, targets.weight, flat.numel(), total.dtype, total.device
     )

@@ -20,6 +20,7 @@ __all__ = [
     "check_class_weight",
     "check_float_tensor",
     "check_grad_free",
+    "check_linear_layer",
     "check_target",
     "check_values_on_cpu",
     "compute_dtype",
@@ -36,13 +37,13 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def loss_dtype(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, prob: bool
+    logits_dtype: torch.dtype, target: torch.Tensor, weight: torch.Tensor | None, prob: bool
 ) -> torch.dtype:
     """The loss's dtype, as torch's: the logits' for class indices; for probability targets
     the promotion of the logits', the target's and the class weight's dtypes."""
     if not prob:
-        return logits.dtype
-    dtype = torch.promote_types(logits.dtype, target.dtype)
+        return logits_dtype
+    dtype = torch.promote_types(logits_dtype, target.dtype)
     return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
 
 
@@ -60,6 +61,51 @@ def check_float_tensor(value: Any, name: str, *, min_ndim: int = 1) -> torch.Ten
             f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(value.shape)}"
         )
     return value
+
+
+def check_linear_layer(
+    input: torch.Tensor,
+    linear_weight: Any,
+    linear_bias: Any,
+    *,
+    names: tuple[str, str] = ("linear_weight", "linear_bias"),
+    min_classes: int = 1,
+) -> int:
+    """The output layer of ``input`` (..., D): a ``(V, D)`` weight and an optional ``(V,)``
+    bias, floating tensors of ``input``'s dtype and device; returns ``V`` (>= ``min_classes``:
+    a rank's slice of the vocabulary may be empty, a whole layer may not)."""
+    weight_name, bias_name = names
+    lw = check_float_tensor(linear_weight, weight_name, min_ndim=2)
+    if lw.ndim != 2:
+        raise ValueError(
+            f"{weight_name} must be 2-D (V, D) like torch.nn.Linear.weight, got shape "
+            f"{tuple(lw.shape)} (K-dimensional outputs are not supported)"
+        )
+    num_classes, dim = lw.shape
+    if num_classes < min_classes:
+        raise ValueError(f"{weight_name} has no rows (classes): shape {tuple(lw.shape)}")
+    if input.shape[-1] != dim:
+        raise ValueError(
+            f"input must have last dimension D = {dim} to match {weight_name} "
+            f"{tuple(lw.shape)}, got shape {tuple(input.shape)}"
+        )
+    for name, tensor in ((weight_name, lw), (bias_name, linear_bias)):
+        if tensor is None:
+            continue
+        if name == bias_name:
+            tensor = check_float_tensor(tensor, name)
+            if tuple(tensor.shape) != (num_classes,):
+                raise ValueError(
+                    f"{name} must have shape ({num_classes},), one entry per class, "
+                    f"got shape {tuple(tensor.shape)}"
+                )
+        if tensor.dtype != input.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of input ({input.dtype}), got {tensor.dtype}"
+            )
+        if tensor.device != input.device:
+            raise ValueError(f"{name} is on {tensor.device}, input on {input.device}; move it")
+    return num_classes
 
 
 def check_target(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 
 from softxent.torch._algebra import class_targets, rows_pass
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
+from softxent.torch._validation import check_float_tensor
 from softxent.torch.distributed._setup import Call, prepare
-from softxent.torch.distributed._validation import check_float
 
 _WHAT = "vocab_parallel_cross_entropy"
 
@@ -29,10 +27,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         cdt = plan.compute_dtype
         denominator = mean_denominator(stats.valid, stats.target_weight, n, cdt, logits.device)
         if ctx.needs_input_grad[0]:
-            grad = rows.gradient_(grad_row_scale(call.reduction, denominator, n, cdt))
+            grad = rows.gradient_(grad_row_scale(call.options.reduction, denominator, n, cdt))
             ctx.save_for_backward(grad.to(logits.dtype))  # (N, V_r), unscaled by grad_output
-        ctx.reduction = call.reduction
-        return reduce_losses(stats.loss, call.reduction, denominator, call.out_dtype, (n,))
+        ctx.reduction = call.options.reduction
+        return reduce_losses(stats.loss, call.options.reduction, denominator, call.out_dtype, (n,))
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -144,27 +142,23 @@ def vocab_parallel_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(logits, target, label_smoothing=0.3)))
     True
     """
-    check_float(local_logits, "local_logits")
-    if local_logits.ndim < 1:
-        raise ValueError("local_logits must have at least 1 dimension (classes last), got 0-d")
-    leading = tuple(local_logits.shape[:-1])
-    local_classes = local_logits.shape[-1]
+    check_float_tensor(local_logits, "local_logits")  # classes last
     call, target2d, class_weight = prepare(
         _WHAT,
-        dtype=local_logits.dtype,
-        device=local_logits.device,
-        leading=leading,
-        local_classes=local_classes,
-        target=target,
+        local_logits.dtype,
+        local_logits.device,
+        tuple(local_logits.shape),
+        target,
+        weight,
         group=group,
         vocab_start=vocab_start,
-        weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
     )
-    logits2d = local_logits.reshape(math.prod(leading), local_classes)  # (N, V_r)
+    logits2d = local_logits.reshape(target2d.shape[0], local_logits.shape[-1])  # (N, V_r)
     loss = _VocabParallelCrossEntropy.apply(logits2d, target2d, class_weight, call)
-    return loss.reshape(leading) if call.reduction == "none" else loss
+    reduction = call.options.reduction
+    return loss.reshape(local_logits.shape[:-1]) if reduction == "none" else loss

@@ -8,8 +8,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from softxent._linear_cross_entropy import default_chunk_rows
-from softxent._validation import check_chunk_size
 from softxent.torch._algebra import (
     LocalSums,
     accumulate,
@@ -19,26 +17,13 @@ from softxent.torch._algebra import (
     probabilities,
     softcapped,
 )
+from softxent.torch._linear_cross_entropy import default_chunk_size
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
+from softxent.torch._validation import check_float_tensor, check_linear_layer
 from softxent.torch.distributed._comm import all_reduce_
 from softxent.torch.distributed._setup import Call, prepare
-from softxent.torch.distributed._validation import check_float
 
 _WHAT = "vocab_parallel_linear_cross_entropy"
-
-
-def default_chunk_size(num_tokens: int, local_classes: int, dtype: torch.dtype) -> int:
-    """Tokens per chunk: the rule of every linear layer (``softxent.CHUNK_BYTES`` = 128 MiB
-    of this rank's logits in the compute dtype ``dtype``), at most ``num_tokens``.
-
-    Examples
-    --------
-    >>> default_chunk_size(10_000, 50_000, torch.float32)  # 128 MiB // (50000 * 4 bytes)
-    671
-    >>> default_chunk_size(10, 50_000, torch.float32)
-    10
-    """
-    return max(1, min(num_tokens, default_chunk_rows(local_classes, dtype.itemsize)))
 
 
 def _chunks(n: int, chunk: int):
@@ -69,8 +54,8 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         denominator = mean_denominator(stats.valid, stats.target_weight, n, cdt, inp.device)
         ctx.save_for_backward(inp, lin_weight, lin_bias, target, class_weight)
         ctx.call, ctx.chunk, ctx.stats, ctx.targets = call, chunk, stats, targets
-        ctx.row_scale = grad_row_scale(call.reduction, denominator, n, cdt)
-        return reduce_losses(stats.loss, call.reduction, denominator, call.out_dtype, (n,))
+        ctx.row_scale = grad_row_scale(call.options.reduction, denominator, n, cdt)
+        return reduce_losses(stats.loss, call.options.reduction, denominator, call.out_dtype, (n,))
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -195,56 +180,33 @@ def vocab_parallel_linear_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(h @ w.T, y)))
     True
     """
-    check_float(input, "input")
-    check_float(local_linear_weight, "local_linear_weight")
-    if input.ndim < 1:
-        raise ValueError("input must have at least 1 dimension (features last), got 0-d")
+    check_float_tensor(input, "input")  # features last
+    names = ("local_linear_weight", "local_linear_bias")
+    local_classes = check_linear_layer(
+        input, local_linear_weight, local_linear_bias, names=names, min_classes=0
+    )
     hidden = input.shape[-1]
-    if local_linear_weight.ndim != 2 or local_linear_weight.shape[1] != hidden:
-        raise ValueError(
-            f"local_linear_weight must have shape (V_local, {hidden}) to match input's last "
-            f"dimension, got {tuple(local_linear_weight.shape)}"
-        )
-    if local_linear_weight.dtype != input.dtype:
-        raise TypeError(
-            f"local_linear_weight must have input's dtype {input.dtype}, "
-            f"got {local_linear_weight.dtype}"
-        )
-    local_classes = local_linear_weight.shape[0]
-    if local_linear_bias is not None:
-        check_float(local_linear_bias, "local_linear_bias")
-        if tuple(local_linear_bias.shape) != (local_classes,):
-            raise ValueError(
-                f"local_linear_bias must have shape ({local_classes},), "
-                f"got {tuple(local_linear_bias.shape)}"
-            )
-        if local_linear_bias.dtype != input.dtype:
-            raise TypeError(
-                f"local_linear_bias must have input's dtype {input.dtype}, "
-                f"got {local_linear_bias.dtype}"
-            )
     leading = tuple(input.shape[:-1])
-    chunk_option = check_chunk_size(chunk_size)  # before any collective
     call, target2d, class_weight = prepare(
         _WHAT,
-        dtype=input.dtype,
-        device=input.device,
-        leading=leading,
-        local_classes=local_classes,
-        target=target,
+        input.dtype,
+        input.device,
+        (*leading, local_classes),
+        target,
+        weight,
         group=group,
         vocab_start=vocab_start,
-        weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
+        chunk_size=chunk_size,
     )
     n = math.prod(leading)
-    chunk = chunk_option or default_chunk_size(n, local_classes, call.plan.compute_dtype)
+    chunk = call.options.chunk_size or default_chunk_size(local_classes, call.plan.compute_dtype)
     input2d = input.reshape(n, hidden)  # (N, H)
     loss = _VocabParallelLinearCrossEntropy.apply(
         input2d, local_linear_weight, local_linear_bias, target2d, class_weight, call, chunk
     )
-    return loss.reshape(leading) if call.reduction == "none" else loss
+    return loss.reshape(leading) if call.options.reduction == "none" else loss
