@@ -171,13 +171,7 @@ def check_class_weight(
     """
     if weight is None:
         return None
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be None or a torch.Tensor, got {type(weight).__name__}")
-    if weight.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"weight must be a floating-point tensor (float16, bfloat16, float32 or "
-            f"float64), got dtype {weight.dtype}"
-        )
+    check_float_tensor(weight, "weight", min_ndim=0)
     if tuple(weight.shape) != (num_classes,):
         raise ValueError(
             f"weight must have shape ({num_classes},), {what}, got shape {tuple(weight.shape)}"
