@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,32 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     top_k = _parse_top_k(args.top_k)
     batch_bytes = parse_size(args.batch_bytes)
+    _check_outputs(args)
+    logits, targets, weight, names = _load_inputs(args)
+    result = _score(args, logits, targets, weight, names, top_k, batch_bytes)
+    _report_nonfinite(result, names["logits"], args.nonfinite)
+    with AtomicOutputs() as outputs:
+        if args.per_sample:
+            with outputs.open(args.per_sample) as f:
+                write_per_sample(f, result.per_sample, args.per_sample)
+        if args.plot:
+            with outputs.open(args.plot) as f:
+                _plot(result, f)
+        outputs.commit()
+    if args.json:
+        report = {"logits": names["logits"], "targets": names["target"], **result.to_dict()}
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        if args.logits is None:
+            print("Scoring the demo example (pass LOGITS TARGETS to score your own files):")
+            print(f"  logits  = {json.dumps(example.LOGITS)}")
+            print(f"  targets = {json.dumps(example.TARGETS)}\n")
+        print(format_table(result, names["logits"], names["target"], logits))
+    return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path is writable, of a known kind and none of the inputs: before any work."""
     if args.per_sample:
         check_output_path(args.per_sample, (".npy", ".csv"), "--per-sample")
     if args.plot:
@@ -110,8 +137,12 @@ def run(args: argparse.Namespace) -> int:
     }
     inputs = [path for path in (args.logits, args.targets, args.weight) if path]
     check_outputs_are_not_inputs(output_paths, inputs)
-    demo = args.logits is None
-    if demo:
+
+
+def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, str]]:
+    """The logits, targets and class weights (the demo example without files), and the name
+    of the file or flag behind each of :func:`softxent.score`'s arguments."""
+    if args.logits is None:
         logits_name, targets_name = "demo logits", "demo targets"
         logits, targets = example.logits(), example.targets()
     else:
@@ -122,23 +153,22 @@ def run(args: argparse.Namespace) -> int:
     if args.weight:
         weight = np.asarray(load_array(args.weight)).reshape(-1)  # text is read as (1, C)
     _check_inputs(logits, targets, args.axis, logits_name, targets_name)
-
     names = {"logits": logits_name, "target": targets_name, "weight": args.weight}
     names |= {"axis": "--axis", "top_k": "--top-k", "bins": "--bins"}
+    return logits, targets, weight, names
+
+
+def _score(args, logits, targets, weight, names, top_k, batch_bytes) -> ScoreResult:
+    """:func:`softxent.score` with a progress bar for large inputs; its input errors name
+    the file or flag."""
     row_bytes = logits.itemsize * (logits.shape[args.axis] if logits.ndim else 1)
     total_rows = logits.size // max(1, logits.shape[args.axis]) if logits.ndim else 0
     show = not args.no_progress and logits.nbytes >= _PROGRESS_MIN_BYTES
-    with (
-        Progress(
-            total_rows,
-            desc="score",
-            unit="MB",
-            scale=row_bytes / 1e6,
-            enabled=None if show else False,
-        ) as bar,
-        user_input(names),
-    ):
-        result = sx.score(
+    progress = Progress(
+        total_rows, desc="score", unit="MB", scale=row_bytes / 1e6, enabled=None if show else False
+    )
+    with progress as bar, user_input(names):
+        return sx.score(
             logits,
             targets,
             axis=args.axis,
@@ -151,34 +181,18 @@ def run(args: argparse.Namespace) -> int:
             progress=bar.update,
         )
 
-    if result.n_nonfinite:
-        message = (
-            f"{logits_name}: {result.n_nonfinite} row(s) with a NaN or inf loss "
-            "(NaN/+inf logits, or -inf on the target class)"
-        )
-        if args.nonfinite == "error":
-            raise CLIError(message)
-        print(f"softxent score: warning: {message}; excluded from all metrics", file=sys.stderr)
 
-    with AtomicOutputs() as outputs:
-        if args.per_sample:
-            with outputs.open(args.per_sample) as f:
-                write_per_sample(f, result.per_sample, args.per_sample)
-        if args.plot:
-            with outputs.open(args.plot) as f:
-                _plot(result, f)
-        outputs.commit()
-
-    if args.json:
-        report = {"logits": logits_name, "targets": targets_name, **result.to_dict()}
-        print(json.dumps(report, indent=2, allow_nan=False))
-    else:
-        if demo:
-            print("Scoring the demo example (pass LOGITS TARGETS to score your own files):")
-            print(f"  logits  = {json.dumps(example.LOGITS)}")
-            print(f"  targets = {json.dumps(example.TARGETS)}\n")
-        print(format_table(result, logits_name, targets_name, logits))
-    return 0
+def _report_nonfinite(result: ScoreResult, logits_name: str, policy: str) -> None:
+    """Rows with a NaN or inf loss: an error (``--nonfinite error``) or a one-line warning."""
+    if not result.n_nonfinite:
+        return
+    message = (
+        f"{logits_name}: {result.n_nonfinite} row(s) with a NaN or inf loss "
+        "(NaN/+inf logits, or -inf on the target class)"
+    )
+    if policy == "error":
+        raise CLIError(message)
+    print(f"softxent score: warning: {message}; excluded from all metrics", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- helpers
