@@ -13,9 +13,9 @@ import itertools
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -92,10 +92,10 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def run_parallel(work: Callable[[Sequence[T]], None], tasks: Sequence[T]) -> None:
+def run_parallel(work: Callable[[Iterable[T]], None], tasks: Sequence[T]) -> None:
     """Call ``work(tasks_subset)`` until every task is done, on up to ``num_threads`` threads.
 
-    ``work`` receives a lazily-filled sequence view: it should iterate over it (each worker
+    ``work`` receives an iterable of tasks (lazily drawn): it should iterate over it (each worker
     allocates its scratch buffers once and then processes the tasks it draws).
     """
     threads = min(_num_threads, len(tasks))
@@ -104,7 +104,7 @@ def run_parallel(work: Callable[[Sequence[T]], None], tasks: Sequence[T]) -> Non
         return
     counter = itertools.count()  # next() on a count is atomic under the GIL
 
-    def draw() -> list[T]:
+    def draw() -> Iterable[T]:
         return _Drawn(tasks, counter)
 
     pool = _pool(threads - 1)
@@ -123,14 +123,14 @@ def run_parallel(work: Callable[[Sequence[T]], None], tasks: Sequence[T]) -> Non
         raise error
 
 
-class _Drawn:
+class _Drawn(Generic[T]):
     """An iterable that hands out the shared tasks one at a time."""
 
-    def __init__(self, tasks: Sequence, counter: itertools.count) -> None:
+    def __init__(self, tasks: Sequence[T], counter: itertools.count) -> None:
         self._tasks = tasks
         self._counter = counter
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[T]:
         while True:
             i = next(self._counter)
             if i >= len(self._tasks):

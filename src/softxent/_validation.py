@@ -81,12 +81,13 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
         return axis % ndim
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < ndim:
         raise ValueError(
             f"{name}={axis} is out of range for an array of {ndim} dimension(s); "
             f"allowed: {-ndim} to {ndim - 1}"
         )
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def check_reduction(reduction: Any) -> str:

@@ -199,6 +199,7 @@ class JaxPeer(Peer):
         with self._precision(inputs.x.dtype):
             x = jax.device_put(inputs.x, self.device)  # (N, C), copied once, untimed
             y = jax.device_put(inputs.y.astype(np.int32), self.device)  # (N,)
+            args: tuple[Any, ...]
             if name == "cross_entropy_options":
                 w = jax.device_put(inputs.weight, self.device)
                 args = (x, y, w, inputs.ignore_index, inputs.label_smoothing)

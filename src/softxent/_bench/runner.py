@@ -8,6 +8,7 @@ measures the peak extra memory of the NumPy-based implementations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -66,6 +67,7 @@ class Report:
 
 
 def machine_info() -> dict[str, object]:
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -163,7 +165,7 @@ def _run_case(
         (SOFTXENT, lambda: softxent_call(op, inputs), True)
     ]
     impls += [
-        (p.name, lambda p=p: p.call(op, inputs), p.measures_memory)
+        (p.name, functools.partial(p.call, op, inputs), p.measures_memory)
         for p in peers
         if op.kernel in p.ops
     ]

@@ -116,7 +116,7 @@ class Inputs:
 
     x: np.ndarray  # (N, C) logits
     y: np.ndarray  # (N,) int64 class indices (IGNORE_INDEX in some rows for "options")
-    probs: np.ndarray | None = None  # (N, C) target probabilities, rows sum to 1
+    probs: np.ndarray | None = None  # (N, C) target probabilities, rows sum to 1 ("probs")
     weight: np.ndarray | None = None  # (C,) class weights
     ignore_index: int = IGNORE_INDEX
     label_smoothing: float = 0.0
@@ -152,7 +152,7 @@ def make_inputs(op: Op, x: np.ndarray, y: np.ndarray, *, seed: int = 1) -> Input
     if op.options:
         y = y.copy()
         y[rng.random(y.shape) < IGNORED_FRACTION] = IGNORE_INDEX
-        weight = rng.uniform(0.5, 2.0, size=x.shape[-1]).astype(x.dtype)  # (C,)
+        weight = rng.uniform(0.5, 2.0, size=(x.shape[-1],)).astype(x.dtype)  # (C,)
         return Inputs(x, y, weight=weight, label_smoothing=LABEL_SMOOTHING)
     return Inputs(x, y)
 
@@ -193,7 +193,10 @@ def softxent_call(op: Op, inputs: Inputs) -> Timed:
             )
         )
     if name == "cross_entropy_probs":
-        return Timed(lambda: sx.cross_entropy(x, inputs.probs))
+        probs = inputs.probs
+        if probs is None:
+            raise ValueError("cross_entropy_probs needs inputs made with probability targets")
+        return Timed(lambda: sx.cross_entropy(x, probs))
     if name == "softmax":
         return Timed(lambda: sx.softmax(x))
     if name == "log_softmax":

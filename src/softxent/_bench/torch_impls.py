@@ -75,7 +75,7 @@ def cross_entropy_call(impl: str, shape, dtype) -> Timed:
         # inplace_backward refuses a leaf: the logits of a real model are an intermediate
         # result. The copy is the setup (untimed); the call consumes it.
         leaf = x.requires_grad_()
-        state = {}
+        state: dict[str, torch.Tensor] = {}
 
         def setup():
             state.clear()  # the previous copy is freed before the next is made

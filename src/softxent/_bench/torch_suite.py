@@ -44,6 +44,7 @@ def plan(
 ) -> list[tuple[str, tuple[int, ...], str, list[str]]]:
     """``(op, shape, dtype, implementations)`` per row; the floor, if any, comes first."""
     linear = [FLOOR, *LINEAR, *([CCE] if cce_available() else [])]
+    rows: list[tuple[str, tuple[int, ...], str, list[str]]]
     rows = [("cross_entropy", s, t, list(CROSS_ENTROPY)) for s in ce_shapes for t in dtypes]
     rows += [("linear_cross_entropy", s, t, linear) for s in linear_shapes for t in dtypes]
     return rows

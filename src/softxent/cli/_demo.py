@@ -233,10 +233,9 @@ def _cell(value: float) -> str:
     return f"{value:.7e}"
 
 
-def _input(value: float) -> str:
+def _input(given: float | np.floating) -> str:
     """An input number as typed: the shortest repr, at most 8 significant digits."""
-    if not isinstance(value, np.floating):
-        value = np.float64(value)
+    value = given if isinstance(given, np.floating) else np.float64(given)
     value = value + value.dtype.type(0.0)  # -0.0 -> 0.0
     if not np.isfinite(value):
         return str(float(value))

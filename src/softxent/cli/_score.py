@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     result = _score(args, logits, targets, weight, names, top_k, batch_bytes)
     _report_nonfinite(result, names["logits"], args.nonfinite)
     with AtomicOutputs() as outputs:
-        if args.per_sample:
+        if args.per_sample and result.per_sample is not None:  # asked for: always computed
             with outputs.open(args.per_sample) as f:
                 write_per_sample(f, result.per_sample, args.per_sample)
         if args.plot:
