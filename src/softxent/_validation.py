@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-REDUCTIONS = ("none", "mean", "sum")
+#: How per-sample losses are combined: kept (``"none"``), averaged (``"mean"``, torch's
+#: weighted mean) or added (``"sum"``).
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS: tuple[Reduction, ...] = ("none", "mean", "sum")
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -90,10 +93,11 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
-def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
-    return reduction
+def check_reduction(reduction: Any) -> Reduction:
+    for allowed in REDUCTIONS:
+        if reduction == allowed and isinstance(reduction, str):
+            return allowed
+    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
 
 
 def check_label_smoothing(label_smoothing: Any) -> float:

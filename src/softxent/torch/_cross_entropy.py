@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import softxent as _sx
+from softxent._validation import Reduction
 from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
@@ -39,7 +40,7 @@ def cross_entropy(
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     z_loss: float = 0.0,

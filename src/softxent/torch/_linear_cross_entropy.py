@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import softxent as _sx
 from softxent._linear_cross_entropy import CHUNK_BYTES, default_chunk_rows
+from softxent._validation import Reduction
 from softxent.torch._algebra import class_targets, make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
@@ -68,7 +69,7 @@ def linear_cross_entropy(
     *,
     linear_bias: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,

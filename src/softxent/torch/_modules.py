@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from softxent._validation import Reduction
 from softxent.torch._cross_entropy import cross_entropy_with_options
 from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options
 from softxent.torch._linear_positions import linear_cross_entropy_positions
@@ -93,7 +94,7 @@ class CrossEntropyLoss(nn.Module):
         self,
         weight: torch.Tensor | None = None,
         ignore_index: int = -100,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         *,
         z_loss: float = 0.0,
@@ -175,7 +176,7 @@ class LinearCrossEntropyLoss(nn.Module):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         weight: torch.Tensor | None = None,
         ignore_index: int | None = None,
         label_smoothing: float = 0.0,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from softxent._validation import (
+    Reduction,
     check_chunk_size,
     check_ignore_index,
     check_label_smoothing,
@@ -35,7 +36,7 @@ class LossOptions:
     """Validated options of a cross-entropy call (see :func:`make_options`)."""
 
     ignore_index: int = -100
-    reduction: str = "mean"
+    reduction: Reduction = "mean"
     label_smoothing: float = 0.0
     z_loss: float = 0.0
     softcap: float | None = None

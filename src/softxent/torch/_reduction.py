@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from softxent._validation import Reduction
+
 __all__ = ["grad_row_scale", "mean_denominator", "reduce_losses"]
 
 
@@ -45,7 +47,7 @@ def mean_denominator(
 
 
 def grad_row_scale(
-    reduction: str, denominator: torch.Tensor, num_tokens: int, dtype: torch.dtype
+    reduction: Reduction, denominator: torch.Tensor, num_tokens: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """d(reduced loss) / d(loss_n), ``(N,)``: ``1 / denominator`` for mean, else 1."""
     if reduction == "mean":
@@ -55,7 +57,7 @@ def grad_row_scale(
 
 def reduce_losses(
     losses: torch.Tensor,
-    reduction: str,
+    reduction: Reduction,
     denominator: torch.Tensor,
     dtype: torch.dtype,
     shape: tuple[int, ...],

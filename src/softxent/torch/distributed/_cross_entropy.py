@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from softxent._validation import Reduction
 from softxent.torch._algebra import class_targets, rows_pass
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
 from softxent.torch._validation import check_float_tensor
@@ -50,7 +51,7 @@ def vocab_parallel_cross_entropy(
     vocab_start: int | None = None,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from softxent._validation import Reduction
 from softxent.torch._algebra import (
     LocalSums,
     accumulate,
@@ -109,7 +110,7 @@ def vocab_parallel_linear_cross_entropy(
     vocab_start: int | None = None,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
