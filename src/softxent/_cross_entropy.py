@@ -32,6 +32,7 @@ __all__ = [
     "cross_entropy_targets",
     "cross_entropy_with_grad",
     "nll_loss",
+    "row_grad_scale",
     "row_losses",
 ]
 
@@ -221,6 +222,20 @@ def row_losses(
     if p.valid is not None:
         losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
     return losses
+
+
+def row_grad_scale(
+    grad_output: Any, p: CrossEntropyTargets, loss_shape: tuple[int, ...]
+) -> float | np.ndarray:
+    """The upstream gradient of each row's loss, as :func:`row_losses` takes it: for
+    ``'none'`` ``grad_output`` per row (a (rows,) array of ``p.ct``, or 1.0), for the
+    reduced losses one number, ``grad_output`` times d(reduced loss)/d(row loss) (for
+    ``'mean'`` divided by the denominator of the whole call, whatever part of the rows
+    is run). ``grad_output`` is checked against ``loss_shape``."""
+    g = as_grad_output(grad_output, p.reduction, loss_shape)
+    if p.reduction == "none":
+        return 1.0 if g is None else g.reshape(-1).astype(p.ct, copy=False)
+    return (1.0 if g is None else float(g)) * mean_scale(p.reduction, p.denominator)
 
 
 def _index_options(p: CrossEntropyTargets) -> _kernels.IndexOptions:
@@ -413,11 +428,7 @@ def cross_entropy_with_grad(
     call = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
     grad = _check_out(out, call.x)
     p = call.targets
-    g = as_grad_output(grad_output, p.reduction, call.batch_shape)
-    if p.reduction == "none":
-        g_rows: Any = 1.0 if g is None else g.reshape(-1).astype(p.ct, copy=False)
-    else:
-        g_rows = (1.0 if g is None else float(g)) * mean_scale(p.reduction, p.denominator)
+    g_rows = row_grad_scale(grad_output, p, call.batch_shape)
     losses = row_losses(call.x, call.axis, p, grad, g_rows)
     return LossAndGrad(call.reduce(losses), grad)
 

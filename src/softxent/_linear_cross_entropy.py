@@ -22,13 +22,17 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent._cross_entropy import CrossEntropyTargets, cross_entropy_targets, row_losses
-from softxent._reduction import mean_scale, reduce_losses
+from softxent._cross_entropy import (
+    CrossEntropyTargets,
+    cross_entropy_targets,
+    row_grad_scale,
+    row_losses,
+)
+from softxent._reduction import reduce_losses
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
     as_array,
     as_float_array,
-    as_grad_output,
     check_chunk_size,
     check_loss_options,
     is_class_index_target,
@@ -359,7 +363,10 @@ def linear_cross_entropy_with_grad(
         hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing,
         chunk_size,
     )  # fmt: skip
-    grads = _Grads(layer, _grad_output_rows(grad_output, layer))
+    # For "mean" every token's gradient is divided by the denominator of the whole batch,
+    # known only from all the targets, never from one chunk.
+    g_rows = row_grad_scale(grad_output, layer.targets, (layer.hidden.shape[0],))
+    grads = _Grads(layer, g_rows)
     losses = _run(layer, grads)
     d_hidden, d_weight, d_bias = grads.result()
     return LinearLossAndGrads(_reduce(layer, losses), d_hidden, d_weight, d_bias)
@@ -384,7 +391,7 @@ def _run(layer: _Layer, grads: _Grads | None) -> np.ndarray:
             if grads is None:
                 losses[i:j] = row_losses(logits, 1, targets.rows(i, j))
                 continue
-            g = grads.g_rows[i:j].astype(targets.ct, copy=False)
+            g = grads.g_rows if isinstance(grads.g_rows, float) else grads.g_rows[i:j]
             losses[i:j] = row_losses(logits, 1, targets.rows(i, j), logits, g)
             grads.add(i, logits, h)
     return losses
@@ -394,12 +401,12 @@ class _Grads:
     """The gradients of the layer's three inputs, accumulated chunk by chunk from each
     chunk's ``d_logits``, in the compute dtype (returned in the layer's dtype)."""
 
-    def __init__(self, layer: _Layer, g_rows: np.ndarray) -> None:
+    def __init__(self, layer: _Layer, g_rows: float | np.ndarray) -> None:
         n, d = layer.hidden.shape
         v = layer.weight.shape[0]
         ct = layer.ct
         self.layer = layer
-        self.g_rows = g_rows  # (N,) upstream gradient of each token's loss
+        self.g_rows = g_rows  # (N,) upstream gradient of each token's loss, or one for all
         self.d_hidden = np.empty((n, d), ct)  # (N, D)
         self.d_weight = np.zeros((v, d), ct)  # (V, D); calloc: zero pages cost nothing
         self.d_bias = None if layer.bias is None else np.zeros(v, ct)  # (V,)
@@ -434,18 +441,3 @@ class _Grads:
         dt = self.layer.dtype
         d_bias = None if self.d_bias is None else self.d_bias.astype(dt, copy=False)
         return self.d_hidden.astype(dt, copy=False), self.d_weight.astype(dt, copy=False), d_bias
-
-
-def _grad_output_rows(grad_output: Any, layer: _Layer) -> np.ndarray:
-    """The upstream gradient of each token's loss, (N,) of the layer's compute dtype.
-
-    Every chunk is run per token: for ``'mean'`` the gradient of a token's loss is
-    ``grad_output / denominator`` with the denominator of the *whole* batch, known only
-    from all the targets, never from one chunk.
-    """
-    n, ct, p = layer.hidden.shape[0], layer.ct, layer.targets
-    g = as_grad_output(grad_output, p.reduction, (n,))
-    if p.reduction == "none":
-        return np.broadcast_to((np.asarray(1.0) if g is None else g).astype(ct, copy=False), (n,))
-    g_scalar = 1.0 if g is None else float(g)
-    return np.full(n, g_scalar * mean_scale(p.reduction, p.denominator), ct)
