@@ -89,12 +89,6 @@ class _Layer(NamedTuple):
     chunk: int  # rows per chunk
     targets: CrossEntropyTargets  # of all N rows; its ct may be wider (float64 targets)
 
-    @property
-    def ignored(self) -> np.ndarray | None:
-        """(N,) bool: the tokens whose target is ignore_index; None when none is."""
-        valid = self.targets.valid
-        return None if valid is None else ~valid
-
 
 def _prepare(
     hidden, weight, target, bias, class_weight, ignore_index, reduction, smoothing, chunk_size
@@ -184,10 +178,10 @@ def _zero_ignored_rows(layer: _Layer, i: int, h: np.ndarray) -> np.ndarray:
     Only chunks holding an ignored token pay for the ``(c, D)`` copy (``1 / V`` of the
     chunk's matmuls); ``h`` itself may be a view of the caller's array, so it is not written.
     """
-    if layer.ignored is None:
+    if layer.targets.valid is None:  # no token is ignored
         return h
-    ignored = layer.ignored[i : i + len(h)]  # (c,)
-    return np.where(ignored[:, None], 0, h) if ignored.any() else h  # (c, D)
+    valid = layer.targets.valid[i : i + len(h)]  # (c,)
+    return h if valid.all() else np.where(valid[:, None], h, 0)  # (c, D)
 
 
 def linear_cross_entropy(
