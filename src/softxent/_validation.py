@@ -89,6 +89,32 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing: Any) -> float:
+    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:
+        return label_smoothing
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    value = float(label_smoothing)
+    # torch silently ignores NaN and negative values; we refuse them (see README).
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return value
+
+
+def check_ignore_index(ignore_index: Any) -> int:
+    if type(ignore_index) is int:
+        return ignore_index
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    return int(ignore_index)
+
+
 def class_axis(x: np.ndarray, axis: Any, name: str) -> tuple[int, int]:
     """The class axis of the logits ``x`` (named ``name``) as a non-negative int, and the
     number of classes; a 0-d array or an empty class axis is a ValueError."""
@@ -116,32 +142,6 @@ def check_loss_options(
         check_label_smoothing(label_smoothing),
         check_ignore_index(ignore_index),
     )
-
-
-def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
-    return reduction
-
-
-def check_label_smoothing(label_smoothing: Any) -> float:
-    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:
-        return label_smoothing
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
-    value = float(label_smoothing)
-    # torch silently ignores NaN and negative values; we refuse them (see README).
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return value
-
-
-def check_ignore_index(ignore_index: Any) -> int:
-    if type(ignore_index) is int:
-        return ignore_index
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    return int(ignore_index)
 
 
 def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = "weight"):
