@@ -514,7 +514,8 @@ def nll_loss(
     p, batch_shape = call.targets, call.batch_shape
     moved = np.moveaxis(call.x, call.axis, -1)
     rows = np.unravel_index(np.arange(math.prod(batch_shape)), batch_shape) if batch_shape else ()
-    picked = moved[(*rows, p.y)].astype(p.ct)  # (rows,) lp[n, y_n]
+    target_entries = (*rows, p.y)  # lp[n, y_n] for every row n
+    picked = moved[target_entries].astype(p.ct)  # (rows,)
     with np.errstate(all="ignore"):
         losses = -picked if p.wy is None else -(p.wy * picked)
     if p.valid is not None:
