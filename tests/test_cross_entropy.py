@@ -293,6 +293,21 @@ def test_probability_dtype_promotion():
     assert np.asarray(sx.cross_entropy(x32, t32.astype(np.float64).tolist())).dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("weight", [None, [0.5, 2.0, 1.0, 1.5]])
+def test_list_of_probabilities_is_converted_to_the_logits_dtype(dtype, weight):
+    # "Lists take the logits' dtype": the result is that of the same probabilities given as
+    # an array of the logits' dtype, bit for bit (also with classes on axis 1), as in the
+    # fused linear layer.
+    x = np.random.default_rng(3).standard_normal((2, 4, 3)).astype(dtype)
+    probs = np.moveaxis(np.random.default_rng(4).dirichlet(np.ones(4), size=(2, 3)), -1, 1)
+    options = {"axis": 1, "weight": weight, "label_smoothing": 0.1, "reduction": "none"}
+    as_list = sx.cross_entropy_with_grad(x, probs.tolist(), **options)
+    as_array = sx.cross_entropy_with_grad(x, probs.astype(dtype), **options)
+    for got, expected in zip(as_list, as_array, strict=True):
+        np.testing.assert_array_equal(got, expected, strict=True)
+
+
 @pytest.mark.parametrize("int_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64])
 def test_any_integer_target_dtype(int_dtype):
     x, y, _ = make_index_case((6, 5), -1, np.float64, seed=2)

@@ -158,6 +158,90 @@ def test_equals_unfused_cross_entropy_with_grad(opts, chunk_size, reduction):
     assert_grads_close(result, expected, dtype)
 
 
+def _exact_layer(dtype, kind, n, d, seed):
+    """A layer whose matmuls are exact, so the fused layer's logits and gradients can be
+    compared bit for bit with cross_entropy_with_grad on the materialized logits.
+
+    ``"identity"``: weight = I (V = D), so the logits are ``hidden`` and ``d_hidden`` is
+    ``d_logits``. ``"one_hot"``: hidden rows are distinct unit vectors ``e_k`` (N <= D), so
+    the logits of row n are ``weight[:, k_n]`` and ``d_weight[:, k_n]`` is ``d_logits[n]``.
+    """
+    r = np.random.default_rng(seed)
+    if kind == "identity":
+        hidden = (r.standard_normal((n, d)) * 3).astype(dtype)
+        return hidden, np.eye(d, dtype=dtype), hidden, None
+    k = r.permutation(d)[:n]
+    weight = (r.standard_normal((d + 2, d)) * 3).astype(dtype)  # V = D + 2
+    return np.eye(d, dtype=dtype)[k], weight, weight[:, k].T, k
+
+
+EXACT_OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"class_weight": True, "ignore": True},
+    {"class_weight": True, "label_smoothing": 0.2},
+    {"soft": True},
+    {"soft": True, "class_weight": True, "label_smoothing": 0.1},
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "opts", EXACT_OPTIONS, ids=[option_id(o) or "plain" for o in EXACT_OPTIONS]
+)
+@pytest.mark.parametrize("chunk_size", [3, 5])  # neither divides N = 13
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kind", ["identity", "one_hot"])
+def test_fused_layer_is_bitwise_cross_entropy_of_the_logits(
+    dtype, opts, chunk_size, reduction, kind
+):
+    """Per chunk, the fused layer runs the kernels of cross_entropy_with_grad on the
+    validated targets of the whole batch: the same loss and d_logits, bit for bit."""
+    n, d = 13, 16
+    hidden, weight, logits, k = _exact_layer(dtype, kind, n, d, seed=9)
+    v = weight.shape[0]
+    r = np.random.default_rng(10)
+    if opts.get("soft"):
+        target = random_probs((n, v), -1, dtype, seed=11)
+    else:
+        target = r.integers(0, v, n)
+        if opts.get("ignore"):
+            target[[0, 4, 5]] = IGNORE
+    options = {
+        "reduction": reduction,
+        "label_smoothing": opts.get("label_smoothing", 0.0),
+        "class_weight": r.uniform(-0.5, 2.0, v).astype(dtype)
+        if opts.get("class_weight")
+        else None,
+    }
+    g = r.standard_normal(n).astype(dtype) if reduction == "none" else 2.5
+    fused = sx.linear_cross_entropy_with_grad(
+        hidden, weight, target, chunk_size=chunk_size, grad_output=g, **options
+    )
+    options["weight"] = options.pop("class_weight")
+    loss, d_logits = sx.cross_entropy_with_grad(logits, target, grad_output=g, **options)
+    assert fused.loss.dtype == loss.dtype
+    np.testing.assert_array_equal(fused.loss, loss, strict=True)
+    np.testing.assert_array_equal(
+        sx.linear_cross_entropy(
+            hidden,
+            weight,
+            target,
+            chunk_size=chunk_size,
+            **{
+                ("class_weight" if key == "weight" else key): value
+                for key, value in options.items()
+            },
+        ),
+        loss,
+        strict=True,
+    )
+    if kind == "identity":
+        np.testing.assert_array_equal(fused.d_hidden, d_logits, strict=True)
+    else:
+        np.testing.assert_array_equal(fused.d_weight[:, k], d_logits.T, strict=True)
+
+
 @pytest.mark.parametrize("chunk_size", [3, 8, 37])
 def test_float32_class_indices_equal_unfused_losses(chunk_size):
     """Per-token losses agree with cross_entropy on the full float32 logits."""

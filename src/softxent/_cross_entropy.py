@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,13 +18,23 @@ from softxent._validation import (
     as_class_indices,
     as_class_weight,
     as_float_array,
-    check_ignore_index,
-    check_label_smoothing,
-    check_reduction,
-    normalize_axis,
+    as_grad_output,
+    check_loss_options,
+    class_axis,
+    is_class_index_target,
+    probability_target,
 )
 
-__all__ = ["LossAndGrad", "cross_entropy", "cross_entropy_with_grad", "nll_loss"]
+__all__ = [
+    "CrossEntropyTargets",
+    "LossAndGrad",
+    "cross_entropy",
+    "cross_entropy_targets",
+    "cross_entropy_with_grad",
+    "nll_loss",
+    "row_grad_scale",
+    "row_losses",
+]
 
 
 class LossAndGrad(NamedTuple):
@@ -34,125 +44,131 @@ class LossAndGrad(NamedTuple):
     grad: np.ndarray  #: d(loss)/d(logits), shape and dtype of the logits
 
 
-@dataclass
-class _Problem:
-    """A validated cross-entropy call."""
+@dataclass(frozen=True)
+class CrossEntropyTargets:
+    """The validated targets and options of a cross-entropy call: all but the logits.
 
-    x: np.ndarray  # logits
-    axis: int
+    Rows are the samples: the positions of the logits without the class axis, flattened in
+    C order. Built by :func:`cross_entropy_targets`, run by :func:`row_losses`.
+    """
+
     num_classes: int
-    batch_shape: tuple[int, ...]
     reduction: str
     smoothing: float
     out_dtype: np.dtype  # dtype of the loss
     ct: np.dtype  # compute dtype
     class_weight: np.ndarray | None  # (C,) in ct
+    denominator: float  # of "mean"
     # class-index targets
     y: np.ndarray | None = None  # (rows,) int64, ignored rows hold 0
     valid: np.ndarray | None = None  # (rows,) bool, None when nothing is ignored
     wy: np.ndarray | None = None  # (rows,) target weight, 0 when ignored; None: all ones
     # probability targets
-    t: np.ndarray | None = None  # same shape as x
-    denominator: float = 0.0  # of "mean"
+    t: np.ndarray | None = None  # the logits' shape
 
-    @property
-    def num_rows(self) -> int:
-        return math.prod(self.batch_shape)
+    def rows(self, lo: int, hi: int) -> CrossEntropyTargets:
+        """The targets of rows ``[lo, hi)`` (for probability targets of ``(rows, C)`` logits),
+        for running the logits of those rows alone; the denominator stays the whole call's."""
+
+        def part(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[lo:hi]
+
+        return replace(
+            self, y=part(self.y), valid=part(self.valid), wy=part(self.wy), t=part(self.t)
+        )
+
+
+def cross_entropy_targets(
+    target: Any,
+    t: np.ndarray,
+    is_index: bool,
+    weight: Any,
+    logits_dtype: np.dtype,
+    num_classes: int,
+    options: tuple[str, float, int],
+    weight_name: str = "weight",
+) -> CrossEntropyTargets:
+    """The targets of a call, validated once: ``t`` is ``target`` as an array, of the kind
+    ``is_index`` (see ``_validation.is_class_index_target``); ``weight`` the class weights
+    as given; ``options`` the checked ``(reduction, label_smoothing, ignore_index)``.
+
+    Class indices are flattened and range-checked, each row gets its target weight and
+    the mean its denominator; probability targets set the loss dtype by promotion.
+    """
+    reduction, smoothing, ignore_index = options
+    if is_index:
+        ct = compute_dtype(logits_dtype)
+        class_weight = as_class_weight(weight, num_classes, ct, name=weight_name)
+        y, valid = as_class_indices(t, num_classes, ignore_index)
+        wy, denominator = target_weights(y, valid, class_weight, ct)
+        return CrossEntropyTargets(
+            num_classes, reduction, smoothing, logits_dtype, ct, class_weight, denominator,
+            y=y, valid=valid, wy=wy,
+        )  # fmt: skip
+    t, out_dtype = probability_target(target, t, weight, logits_dtype)
+    ct = compute_dtype(out_dtype)
+    class_weight = as_class_weight(weight, num_classes, ct, name=weight_name)
+    return CrossEntropyTargets(
+        num_classes, reduction, smoothing, out_dtype, ct, class_weight,
+        float(t.size // num_classes), t=t,
+    )  # fmt: skip
+
+
+class _Call(NamedTuple):
+    """A validated cross-entropy call."""
+
+    x: np.ndarray  # logits
+    axis: int
+    batch_shape: tuple[int, ...]  # the loss shape of reduction="none"
+    targets: CrossEntropyTargets
+
+    def reduce(self, losses: np.ndarray) -> Any:
+        p = self.targets
+        return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, self.batch_shape)
 
 
 def _prepare(
     logits, target, axis, weight, ignore_index, reduction, label_smoothing, name="logits"
-):
+) -> _Call:
     x = as_float_array(logits, name)
-    if x.ndim == 0:
-        raise ValueError(
-            f"{name} must have at least 1 dimension (the class axis), got a 0-d array"
-        )
-    axis = normalize_axis(axis, x.ndim)
-    num_classes = x.shape[axis]
-    if num_classes == 0:
-        raise ValueError(
-            f"{name} has an empty class axis (axis={axis}, shape {x.shape}); "
-            "at least one class is needed"
-        )
-    reduction = check_reduction(reduction)
-    smoothing = check_label_smoothing(label_smoothing)
-    ignore_index = check_ignore_index(ignore_index)
+    axis, num_classes = class_axis(x, axis, name)
+    options = check_loss_options(reduction, label_smoothing, ignore_index)
     batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
     t = as_array(target, "target")
-    if t.dtype.kind in "iu":
-        if t.shape == x.shape:
-            raise TypeError(
-                f"target has the shape of {name} {x.shape} but integer dtype {t.dtype}: "
-                "probability targets must be floating point; class indices must have "
-                f"shape {batch_shape} ({name} without axis {axis})"
-            )
-        if t.shape != batch_shape:
-            raise ValueError(
-                f"target of class indices must have shape {batch_shape} ({name} {x.shape} "
-                f"without axis {axis}), got shape {t.shape}"
-            )
-        ct = compute_dtype(x.dtype)
-        class_weight = as_class_weight(weight, num_classes, ct)
-        y, valid = as_class_indices(t, num_classes, ignore_index)
-        wy, denominator = target_weights(y, valid, class_weight, ct)
-        return _Problem(
-            x, axis, num_classes, batch_shape, reduction, smoothing, x.dtype, ct,
-            class_weight, y=y, valid=valid, wy=wy, denominator=denominator,
-        )  # fmt: skip
-    if t.dtype.kind == "f":
-        if t.shape != x.shape:
-            if t.shape == batch_shape:
-                raise TypeError(
-                    f"target has the shape of class indices {batch_shape} but floating "
-                    f"dtype {t.dtype}: class indices must be integers (use "
-                    "target.astype(int)); probability targets must have the shape of "
-                    f"{name} {x.shape}"
-                )
-            raise ValueError(
-                f"target of probabilities must have the shape of {name} {x.shape}, "
-                f"got shape {t.shape}"
-            )
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} cannot be used with probability targets "
-                "(floating-point target); leave it negative (the default -100)"
-            )
-        # ndarray inputs take part in type promotion; lists follow the logits' dtype.
-        dtypes = [x.dtype]
-        if isinstance(target, np.ndarray | np.generic):
-            dtypes.append(t.dtype)
-        if isinstance(weight, np.ndarray | np.generic) and weight.dtype.kind == "f":
-            dtypes.append(weight.dtype)
-        out_dtype = np.result_type(*dtypes)
-        ct = compute_dtype(out_dtype)
-        class_weight = as_class_weight(weight, num_classes, ct)
-        return _Problem(
-            x, axis, num_classes, batch_shape, reduction, smoothing, out_dtype, ct,
-            class_weight, t=t, denominator=float(x.size // num_classes),
-        )  # fmt: skip
-    raise TypeError(
-        f"target must hold integer class indices or floating-point probabilities, "
-        f"got dtype {t.dtype}"
-    )
+    is_index = is_class_index_target(
+        t, options[2],
+        index_shape=batch_shape, index_note=f"{name} {x.shape} without axis {axis}",
+        prob_shape=x.shape, prob_note=f"the shape of {name}",
+    )  # fmt: skip
+    targets = cross_entropy_targets(target, t, is_index, weight, x.dtype, num_classes, options)
+    return _Call(x, axis, batch_shape, targets)
 
 
-def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
-    """Per-row losses of the call (flat, compute dtype); fills ``grad`` when given."""
-    rows = p.num_rows
+def row_losses(
+    x: np.ndarray,
+    axis: int,
+    p: CrossEntropyTargets,
+    grad: np.ndarray | None = None,
+    g_rows: Any = None,
+) -> np.ndarray:
+    """Per-row losses of the logits ``x`` (classes along ``axis``) for the validated targets
+    ``p`` of its rows (flat, compute dtype), with no further checks; fills ``grad`` (the
+    logits' shape, or ``x`` itself to compute in place) when given, scaled per row by
+    ``g_rows`` (a scalar or a (rows,) array of ``p.ct``)."""
+    rows = x.size // p.num_classes
     if rows == 0:
         return np.empty(0, p.ct)
-    if p.t is None and p.x.ndim == 2 and p.axis == 1 and _fits_one_block(p):
-        return _run_small(p, grad, g_rows)
+    if p.t is None and x.ndim == 2 and axis == 1 and _fits_one_block(x, p):
+        return _run_small(x, p, grad, g_rows)
     losses = np.empty(rows, p.ct)
-    arrays = [p.x]
+    arrays = [x]
     if p.t is not None:
         arrays.append(p.t)
     if grad is not None:
         arrays.append(grad)
-    blocks = RowBlocks(arrays, p.axis)
+    blocks = RowBlocks(arrays, axis)
     grad_index = len(arrays) - 1
-    in_place = grad is p.x  # then the logits must survive the exponentials
+    in_place = grad is x  # then the logits must survive the exponentials
     g_is_rows = isinstance(g_rows, np.ndarray)
 
     if p.t is None:
@@ -208,24 +224,40 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     return losses
 
 
-def _index_options(p: _Problem) -> _kernels.IndexOptions:
+def row_grad_scale(
+    grad_output: Any, p: CrossEntropyTargets, loss_shape: tuple[int, ...]
+) -> float | np.ndarray:
+    """The upstream gradient of each row's loss, as :func:`row_losses` takes it: for
+    ``'none'`` ``grad_output`` per row (a (rows,) array of ``p.ct``, or 1.0), for the
+    reduced losses one number, ``grad_output`` times d(reduced loss)/d(row loss) (for
+    ``'mean'`` divided by the denominator of the whole call, whatever part of the rows
+    is run). ``grad_output`` is checked against ``loss_shape``."""
+    g = as_grad_output(grad_output, p.reduction, loss_shape)
+    if p.reduction == "none":
+        return 1.0 if g is None else g.reshape(-1).astype(p.ct, copy=False)
+    return (1.0 if g is None else float(g)) * mean_scale(p.reduction, p.denominator)
+
+
+def _index_options(p: CrossEntropyTargets) -> _kernels.IndexOptions:
     weight_sum = p.num_classes if p.class_weight is None else p.class_weight.sum()
     return _kernels.IndexOptions(p.smoothing, p.class_weight, float(weight_sum), p.num_classes)
 
 
-def _fits_one_block(p: _Problem) -> bool:
-    return p.x.shape[0] <= _blocks.rows_per_block(p.num_classes, p.ct.itemsize)
+def _fits_one_block(x: np.ndarray, p: CrossEntropyTargets) -> bool:
+    return x.shape[0] <= _blocks.rows_per_block(p.num_classes, p.ct.itemsize)
 
 
-def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
-    """:func:`_run` for (rows, C) class-index input that is one block: no thread hand-off.
+def _run_small(
+    x: np.ndarray, p: CrossEntropyTargets, grad: np.ndarray | None, g_rows
+) -> np.ndarray:
+    """:func:`row_losses` for (rows, C) class-index input that is one block: no thread hand-off.
 
     The same kernel as the blocked path; only the bookkeeping around it is skipped, which
     is most of the time of a call on a small input.
     """
-    shape = p.x.shape
+    shape = x.shape
     # In place, the logits must survive the exponentials: rows that overflow are redone.
-    if grad is None or grad.dtype != p.ct or grad is p.x:
+    if grad is None or grad.dtype != p.ct or grad is x:
         work = np.empty(shape, p.ct)
     else:
         work = grad
@@ -235,7 +267,7 @@ def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     consts = _kernels.make_consts(p.ct, p.num_classes, shape[0])
     with np.errstate(all="ignore"):
         losses = _kernels.ce_index_block(
-            p.x, p.y, p.wy, p.valid, g_rows, work, work2, grad, consts, _index_options(p)
+            x, p.y, p.wy, p.valid, g_rows, work, work2, grad, consts, _index_options(p)
         )
         if p.valid is not None:
             losses[~p.valid] = 0
@@ -323,9 +355,8 @@ def cross_entropy(
     >>> sx.cross_entropy(logits, [1, 2, 0], reduction="none")
     array([1.2362868 , 0.91492397, 0.9729189 ], dtype=float32)
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
-    losses = _run(p, None, None)
-    return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)
+    call = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    return call.reduce(row_losses(call.x, call.axis, call.targets))
 
 
 def cross_entropy_with_grad(
@@ -394,41 +425,12 @@ def cross_entropy_with_grad(
            [ 0.133516,  0.066302, -0.199818],
            [-0.207341,  0.114003,  0.093338]], dtype=float32)
     """
-    p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
-    grad = _check_out(out, p.x)
-    loss_shape = p.batch_shape
-    if p.reduction == "none":
-        if grad_output is None:
-            g_rows = 1.0
-        else:
-            g = _as_real(grad_output, "grad_output")
-            if g.shape != loss_shape:
-                raise ValueError(
-                    f"grad_output must have the shape of the loss {loss_shape} for "
-                    f"reduction='none', got shape {g.shape}"
-                )
-            g_rows = g.reshape(-1).astype(p.ct, copy=False)
-    else:
-        g = 1.0
-        if grad_output is not None:
-            g_arr = _as_real(grad_output, "grad_output")
-            if g_arr.ndim != 0:
-                raise ValueError(
-                    f"grad_output must be a scalar for reduction={p.reduction!r}, "
-                    f"got shape {g_arr.shape}"
-                )
-            g = float(g_arr)
-        g_rows = g * mean_scale(p.reduction, p.denominator)
-    losses = _run(p, grad, g_rows)
-    loss = reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)
-    return LossAndGrad(loss, grad)
-
-
-def _as_real(value: Any, name: str) -> np.ndarray:
-    array = as_array(value, name)
-    if array.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a real number or array, got dtype {array.dtype}")
-    return array
+    call = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    grad = _check_out(out, call.x)
+    p = call.targets
+    g_rows = row_grad_scale(grad_output, p, call.batch_shape)
+    losses = row_losses(call.x, call.axis, p, grad, g_rows)
+    return LossAndGrad(call.reduce(losses), grad)
 
 
 def _check_out(out: Any, x: np.ndarray) -> np.ndarray:
@@ -508,12 +510,14 @@ def nll_loss(
         raise TypeError(
             f"target of nll_loss must hold integer class indices, got dtype {target.dtype}"
         )
-    p = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0, name="log_probs")
-    moved = np.moveaxis(p.x, p.axis, -1)
-    rows = np.unravel_index(np.arange(p.num_rows), p.batch_shape) if p.batch_shape else ()
-    picked = moved[(*rows, p.y)].astype(p.ct)  # (rows,) lp[n, y_n]
+    call = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0, name="log_probs")
+    p, batch_shape = call.targets, call.batch_shape
+    moved = np.moveaxis(call.x, call.axis, -1)
+    rows = np.unravel_index(np.arange(math.prod(batch_shape)), batch_shape) if batch_shape else ()
+    target_entries = (*rows, p.y)  # lp[n, y_n] for every row n
+    picked = moved[target_entries].astype(p.ct)  # (rows,)
     with np.errstate(all="ignore"):
         losses = -picked if p.wy is None else -(p.wy * picked)
     if p.valid is not None:
         losses[~p.valid] = 0
-    return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, p.batch_shape)
+    return call.reduce(losses)

@@ -22,18 +22,20 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent._cross_entropy import cross_entropy, cross_entropy_with_grad
-from softxent._reduction import mean_scale, reduce_losses, target_weights
+from softxent._cross_entropy import (
+    CrossEntropyTargets,
+    cross_entropy_targets,
+    row_grad_scale,
+    row_losses,
+)
+from softxent._reduction import reduce_losses
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
     as_array,
-    as_class_indices,
-    as_class_weight,
     as_float_array,
     check_chunk_size,
-    check_ignore_index,
-    check_label_smoothing,
-    check_reduction,
+    check_loss_options,
+    is_class_index_target,
 )
 
 __all__ = [
@@ -82,19 +84,41 @@ class _Layer(NamedTuple):
     hidden: np.ndarray  # (N, D)
     weight: np.ndarray  # (V, D), compute dtype
     bias: np.ndarray | None  # (V,), compute dtype
-    target: np.ndarray  # (N,) integer or (N, V) floating
-    class_weight: np.ndarray | None  # (V,) as the user gave it (validated)
     dtype: np.dtype  # of hidden / weight / bias and of the gradients
     ct: np.dtype  # compute dtype of the logits and the gradient accumulators
-    loss_dtype: np.dtype  # of the returned loss
-    denominator: float  # of "mean"
     chunk: int  # rows per chunk
-    ignored: np.ndarray | None  # (N,) bool: target == ignore_index; None when none is
+    targets: CrossEntropyTargets  # of all N rows; its ct may be wider (float64 targets)
 
 
 def _prepare(
     hidden, weight, target, bias, class_weight, ignore_index, reduction, smoothing, chunk_size
 ) -> _Layer:
+    h, w, b = _layer_arrays(hidden, weight, bias)
+    n, v = h.shape[0], w.shape[0]
+    options = check_loss_options(reduction, smoothing, ignore_index)
+    t = as_array(target, "target")
+    is_index = is_class_index_target(
+        t, options[2],
+        index_shape=(n,), index_note="one per row of hidden",
+        prob_shape=(n, v), prob_note="the shape of the logits hidden @ weight.T",
+    )  # fmt: skip
+    # The targets of the full (N, V) logits, as cross_entropy validates them, once.
+    targets = cross_entropy_targets(
+        target, t, is_index, class_weight, h.dtype, v, options, weight_name="class_weight"
+    )
+    ct = compute_dtype(h.dtype)
+    chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize)
+    chunk = max(1, min(chunk, n))
+    # float16 layers: the matmuls run in float32 (one copy of the weight); see the docstring.
+    w_ct = w.astype(ct, copy=False)
+    b_ct = None if b is None else b.astype(ct, copy=False)
+    return _Layer(h, w_ct, b_ct, h.dtype, ct, chunk, targets)
+
+
+def _layer_arrays(
+    hidden: Any, weight: Any, bias: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``hidden`` (N, D), ``weight`` (V, D) and ``bias`` (V,) or None, checked to fit."""
     h = as_float_array(hidden, "hidden")
     w = as_float_array(weight, "weight")
     if h.ndim != 2:
@@ -106,7 +130,7 @@ def _prepare(
         raise ValueError(
             f"weight must be 2-D (V, D) like torch's Linear.weight, got shape {w.shape}"
         )
-    n, d = h.shape
+    d = h.shape[1]
     v = w.shape[0]
     if w.shape[1] != d:
         raise ValueError(
@@ -120,67 +144,14 @@ def _prepare(
             f"weight must have the dtype of hidden ({h.dtype}), got dtype {w.dtype}; "
             "cast one of them (like torch, no silent promotion of the layer)"
         )
-    b = None
-    if bias is not None:
-        b = as_float_array(bias, "bias")
-        if b.shape != (v,):
-            raise ValueError(
-                f"bias must have shape ({v},), one entry per class, got shape {b.shape}"
-            )
-        if b.dtype != h.dtype:
-            raise TypeError(f"bias must have the dtype of hidden ({h.dtype}), got dtype {b.dtype}")
-    reduction = check_reduction(reduction)
-    check_label_smoothing(smoothing)
-    ignore_index = check_ignore_index(ignore_index)
-    ct = compute_dtype(h.dtype)
-    t = as_array(target, "target")
-    if t.dtype.kind in "iu":
-        if t.shape != (n,):
-            raise ValueError(
-                f"target of class indices must have shape ({n},) (one per row of hidden), "
-                f"got shape {t.shape}"
-            )
-        cw = as_class_weight(class_weight, v, ct, name="class_weight")
-        y, valid = as_class_indices(t, v, ignore_index)
-        ignored = None if valid is None or valid.all() else ~valid
-        # The denominator of "mean", exactly as cross_entropy computes it on the full logits.
-        denominator = target_weights(y, valid, cw, ct)[1]
-        loss_dtype = h.dtype
-    elif t.dtype.kind == "f":
-        if t.shape != (n, v):
-            raise ValueError(
-                f"target of probabilities must have shape ({n}, {v}) (N, V), got shape {t.shape}"
-            )
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} cannot be used with probability targets "
-                "(floating-point target); leave it negative (the default -100)"
-            )
-        as_class_weight(class_weight, v, ct, name="class_weight")
-        # The promotion cross_entropy applies to the full logits (of hidden's dtype).
-        dtypes = [h.dtype]
-        if isinstance(target, np.ndarray | np.generic):
-            dtypes.append(t.dtype)
-        else:  # a list takes hidden's dtype, once: every chunk then computes in it
-            t = t.astype(h.dtype)
-        if isinstance(class_weight, np.ndarray | np.generic) and class_weight.dtype.kind == "f":
-            dtypes.append(class_weight.dtype)
-        loss_dtype = np.result_type(*dtypes)
-        denominator = float(n)
-        ignored = None
-    else:
-        raise TypeError(
-            "target must hold integer class indices (N,) or floating-point probabilities "
-            f"(N, V), got dtype {t.dtype}"
-        )
-    chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize)
-    chunk = max(1, min(chunk, n))
-    # float16 layers: the matmuls run in float32 (one copy of the weight); see the docstring.
-    w_ct = w.astype(ct, copy=False)
-    b_ct = None if b is None else b.astype(ct, copy=False)
-    return _Layer(
-        h, w_ct, b_ct, t, class_weight, h.dtype, ct, loss_dtype, denominator, chunk, ignored
-    )
+    if bias is None:
+        return h, w, None
+    b = as_float_array(bias, "bias")
+    if b.shape != (v,):
+        raise ValueError(f"bias must have shape ({v},), one entry per class, got shape {b.shape}")
+    if b.dtype != h.dtype:
+        raise TypeError(f"bias must have the dtype of hidden ({h.dtype}), got dtype {b.dtype}")
+    return h, w, b
 
 
 def _chunk_logits(
@@ -207,18 +178,10 @@ def _zero_ignored_rows(layer: _Layer, i: int, h: np.ndarray) -> np.ndarray:
     Only chunks holding an ignored token pay for the ``(c, D)`` copy (``1 / V`` of the
     chunk's matmuls); ``h`` itself may be a view of the caller's array, so it is not written.
     """
-    if layer.ignored is None:
+    if layer.targets.valid is None:  # no token is ignored
         return h
-    ignored = layer.ignored[i : i + len(h)]  # (c,)
-    return np.where(ignored[:, None], 0, h) if ignored.any() else h  # (c, D)
-
-
-def _ce_options(layer: _Layer, ignore_index: int, label_smoothing: float) -> dict[str, Any]:
-    return {
-        "weight": layer.class_weight,
-        "ignore_index": ignore_index,
-        "label_smoothing": label_smoothing,
-    }
+    valid = layer.targets.valid[i : i + len(h)]  # (c,)
+    return h if valid.all() else np.where(valid[:, None], h, 0)  # (c, D)
 
 
 def linear_cross_entropy(
@@ -306,16 +269,7 @@ def linear_cross_entropy(
         hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing,
         chunk_size,
     )  # fmt: skip
-    n, v = layer.hidden.shape[0], layer.weight.shape[0]
-    options = _ce_options(layer, ignore_index, label_smoothing)
-    losses = np.empty(n, compute_dtype(layer.loss_dtype))  # (N,)
-    buffer = np.empty((min(layer.chunk, n), v), layer.ct)  # (c, V), the only logits array
-    with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
-        for i in range(0, n, layer.chunk):
-            j = min(n, i + layer.chunk)
-            logits, _ = _chunk_logits(layer, i, j, buffer)
-            losses[i:j] = cross_entropy(logits, layer.target[i:j], reduction="none", **options)
-    return reduce_losses(losses, reduction, layer.denominator, layer.loss_dtype, (n,))
+    return _reduce(layer, _run(layer, None))
 
 
 def linear_cross_entropy_with_grad(
@@ -403,83 +357,81 @@ def linear_cross_entropy_with_grad(
         hidden, weight, target, bias, class_weight, ignore_index, reduction, label_smoothing,
         chunk_size,
     )  # fmt: skip
-    n, d = layer.hidden.shape
-    v = layer.weight.shape[0]
-    ct = layer.ct
-    g_rows = _grad_output_rows(grad_output, reduction, n, layer.denominator, ct)
-    options = _ce_options(layer, ignore_index, label_smoothing)
+    # For "mean" every token's gradient is divided by the denominator of the whole batch,
+    # known only from all the targets, never from one chunk.
+    g_rows = row_grad_scale(grad_output, layer.targets, (layer.hidden.shape[0],))
+    grads = _Grads(layer, g_rows)
+    losses = _run(layer, grads)
+    d_hidden, d_weight, d_bias = grads.result()
+    return LinearLossAndGrads(_reduce(layer, losses), d_hidden, d_weight, d_bias)
 
-    # Accumulators in the compute dtype; for float32/float64 they are the returned arrays.
-    d_hidden = np.empty((n, d), ct)  # (N, D)
-    d_weight = np.zeros((v, d), ct)  # (V, D); calloc: zero pages cost nothing until written
-    d_bias = None if layer.bias is None else np.zeros(v, ct)  # (V,)
-    losses = np.empty(n, compute_dtype(layer.loss_dtype))  # (N,)
-    rows = min(layer.chunk, n)
-    buffer = np.empty((rows, v), ct)  # (c, V): logits, then d_logits in place
-    # NumPy's matmul cannot accumulate into its output: a chunk's d_weight goes through a
-    # cache-sized (s, D) scratch, vocabulary slice by slice, instead of a (V, D) buffer.
-    s_rows = max(1, min(v, _SLICE_BYTES // max(1, d * ct.itemsize)))
-    partial = np.empty((s_rows, d), ct)  # (s, D)
-    ones = np.ones(rows, ct)  # (c,) column sums by BLAS (faster than .sum(0))
-    dt_rounds = layer.dtype != ct  # float16 layer
+
+def _reduce(layer: _Layer, losses: np.ndarray) -> Any:
+    p = layer.targets
+    return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, losses.shape)
+
+
+def _run(layer: _Layer, grads: _Grads | None) -> np.ndarray:
+    """Per-token losses (N,) of the compute dtype, chunk by chunk; with ``grads``, each
+    chunk's ``d_logits`` (computed in place in the logits buffer) is added to them."""
+    n, v = layer.hidden.shape[0], layer.weight.shape[0]
+    targets = layer.targets
+    losses = np.empty(n, targets.ct)  # (N,)
+    buffer = np.empty((min(layer.chunk, n), v), layer.ct)  # (c, V), the only logits array
     with np.errstate(all="ignore"):  # inf/NaN logits follow torch's semantics, no warnings
         for i in range(0, n, layer.chunk):
             j = min(n, i + layer.chunk)
             logits, h = _chunk_logits(layer, i, j, buffer)
-            result = cross_entropy_with_grad(
-                logits, layer.target[i:j], reduction="none", grad_output=g_rows[i:j],
-                out=logits, **options,
-            )  # fmt: skip
-            losses[i:j] = result.loss
-            d_logits = result.grad  # (c, V), the buffer itself
-            if dt_rounds:  # F.linear's backward takes d_logits in the layer's dtype
-                np.matmul(d_logits.astype(layer.dtype).astype(ct), layer.weight, out=d_hidden[i:j])
-            else:
-                np.matmul(d_logits, layer.weight, out=d_hidden[i:j])  # (c, D)
-            h = _zero_ignored_rows(layer, i, h)  # (c, D)
-            if i == 0:  # the first chunk writes the accumulator directly
-                np.matmul(d_logits.T, h, out=d_weight)  # (V, D)
-            else:
-                for k in range(0, v, s_rows):
-                    e = min(v, k + s_rows)
-                    np.matmul(d_logits[:, k:e].T, h, out=partial[: e - k])  # (s, D)
-                    d_weight[k:e] += partial[: e - k]
-            if d_bias is not None:
-                d_bias += ones[: j - i] @ d_logits  # (V,)
-    loss = reduce_losses(losses, reduction, layer.denominator, layer.loss_dtype, (n,))
-    dt = layer.dtype
-    return LinearLossAndGrads(
-        loss,
-        d_hidden.astype(dt, copy=False),
-        d_weight.astype(dt, copy=False),
-        None if d_bias is None else d_bias.astype(dt, copy=False),
-    )
+            if grads is None:
+                losses[i:j] = row_losses(logits, 1, targets.rows(i, j))
+                continue
+            g = grads.g_rows if isinstance(grads.g_rows, float) else grads.g_rows[i:j]
+            losses[i:j] = row_losses(logits, 1, targets.rows(i, j), logits, g)
+            grads.add(i, logits, h)
+    return losses
 
 
-def _grad_output_rows(
-    grad_output: Any, reduction: str, n: int, denominator: float, ct: np.dtype
-) -> np.ndarray:
-    """The upstream gradient of each token's loss, (N,) of ``ct``.
+class _Grads:
+    """The gradients of the layer's three inputs, accumulated chunk by chunk from each
+    chunk's ``d_logits``, in the compute dtype (returned in the layer's dtype)."""
 
-    Every chunk is reduced with ``'none'``: for ``'mean'`` the gradient of a token's loss is
-    ``grad_output / denominator`` with the denominator of the *whole* batch, known only
-    from all the targets, never from one chunk.
-    """
-    if grad_output is None:
-        g = np.asarray(1.0)
-    else:
-        g = as_array(grad_output, "grad_output")
-        if g.dtype.kind not in "fiu":
-            raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
-    if reduction == "none":
-        if grad_output is not None and g.shape != (n,):
-            raise ValueError(
-                f"grad_output must have the shape of the loss ({n},) for reduction='none', "
-                f"got shape {g.shape}"
-            )
-        return np.broadcast_to(g.astype(ct, copy=False), (n,))
-    if g.ndim != 0:
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
-        )
-    return np.full(n, float(g) * mean_scale(reduction, denominator), ct)
+    def __init__(self, layer: _Layer, g_rows: float | np.ndarray) -> None:
+        n, d = layer.hidden.shape
+        v = layer.weight.shape[0]
+        ct = layer.ct
+        self.layer = layer
+        self.g_rows = g_rows  # (N,) upstream gradient of each token's loss, or one for all
+        self.d_hidden = np.empty((n, d), ct)  # (N, D)
+        self.d_weight = np.zeros((v, d), ct)  # (V, D); calloc: zero pages cost nothing
+        self.d_bias = None if layer.bias is None else np.zeros(v, ct)  # (V,)
+        # NumPy's matmul cannot accumulate into its output: a chunk's d_weight goes through a
+        # cache-sized (s, D) scratch, vocabulary slice by slice, instead of a (V, D) buffer.
+        self.s_rows = max(1, min(v, _SLICE_BYTES // max(1, d * ct.itemsize)))
+        self.partial = np.empty((self.s_rows, d), ct)  # (s, D)
+        self.ones = np.ones(min(layer.chunk, n), ct)  # (c,) column sums by BLAS (faster)
+
+    def add(self, i: int, d_logits: np.ndarray, h: np.ndarray) -> None:
+        """Add the chunk of rows ``[i, i + len(h))``: its ``d_logits`` (c, V), hidden ``h``."""
+        layer, j, v = self.layer, i + len(h), d_logits.shape[1]
+        if layer.dtype != layer.ct:  # F.linear's backward takes d_logits in the layer's dtype
+            rounded = d_logits.astype(layer.dtype).astype(layer.ct)
+            np.matmul(rounded, layer.weight, out=self.d_hidden[i:j])
+        else:
+            np.matmul(d_logits, layer.weight, out=self.d_hidden[i:j])  # (c, D)
+        h = _zero_ignored_rows(layer, i, h)  # (c, D)
+        if i == 0:  # the first chunk writes the accumulator directly
+            np.matmul(d_logits.T, h, out=self.d_weight)  # (V, D)
+        else:
+            for k in range(0, v, self.s_rows):
+                e = min(v, k + self.s_rows)
+                part = self.partial[: e - k]
+                np.matmul(d_logits[:, k:e].T, h, out=part)  # (s, D)
+                self.d_weight[k:e] += part
+        if self.d_bias is not None:
+            self.d_bias += self.ones[: j - i] @ d_logits  # (V,)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(d_hidden, d_weight, d_bias)`` in the layer's dtype (rounded once for float16)."""
+        dt = self.layer.dtype
+        d_bias = None if self.d_bias is None else self.d_bias.astype(dt, copy=False)
+        return self.d_hidden.astype(dt, copy=False), self.d_weight.astype(dt, copy=False), d_bias

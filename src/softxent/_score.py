@@ -29,8 +29,9 @@ from softxent._validation import (
     as_class_weight,
     as_float_array,
     check_ignore_index,
+    class_axis,
+    class_index_error,
     native_dtype,
-    normalize_axis,
 )
 
 __all__ = ["DEFAULT_BATCH_BYTES", "ScoreResult", "score"]
@@ -215,15 +216,7 @@ def score(
     # Byte-swapped logits stay as they are (a file larger than memory is not copied): each
     # block is converted when it is read, and the per-sample losses are in native order.
     x = as_float_array(logits, "logits", native=False)
-    if x.ndim == 0:
-        raise ValueError("logits must have at least 1 dimension (the class axis), got a 0-d array")
-    axis = normalize_axis(axis, x.ndim)
-    num_classes = x.shape[axis]
-    if num_classes == 0:
-        raise ValueError(
-            f"logits has an empty class axis (axis={axis}, shape {x.shape}); "
-            "at least one class is needed"
-        )
+    axis, num_classes = class_axis(x, axis, "logits")
     ignore_index = check_ignore_index(ignore_index)
     ks = _check_top_k(top_k)
     bins = _check_positive_int(bins, "bins")
@@ -302,10 +295,9 @@ def _check_target_range(t, batch_shape, num_classes, ignore_index, batch_bytes) 
         bad = (chunk != ignore_index) & ((chunk < 0) | (chunk >= num_classes))
         if bad.any():
             first = lo + int(np.argmax(bad))
-            where = ", ".join(str(int(i)) for i in np.unravel_index(first, batch_shape))
-            raise ValueError(
-                f"target[{where}] = {int(flat[first])} is out of range: class ids "
-                f"must be in [0, {num_classes}) or equal ignore_index={ignore_index}"
+            position = np.unravel_index(first, batch_shape)
+            raise class_index_error(
+                "target", position, int(flat[first]), num_classes, ignore_index
             )
 
 

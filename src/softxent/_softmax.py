@@ -41,7 +41,7 @@ def softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x``.
+        The probabilities, in ``x``'s shape and dtype.
 
     Raises
     ------
@@ -84,7 +84,7 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x``.
+        The log-probabilities (``<= 0``), in ``x``'s shape and dtype.
 
     Raises
     ------

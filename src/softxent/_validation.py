@@ -120,6 +120,35 @@ def check_ignore_index(ignore_index: Any) -> int:
     return int(ignore_index)
 
 
+def class_axis(x: np.ndarray, axis: Any, name: str) -> tuple[int, int]:
+    """The class axis of the logits ``x`` (named ``name``) as a non-negative int, and the
+    number of classes; a 0-d array or an empty class axis is a ValueError."""
+    if x.ndim == 0:
+        raise ValueError(
+            f"{name} must have at least 1 dimension (the class axis), got a 0-d array"
+        )
+    axis = normalize_axis(axis, x.ndim)
+    num_classes = x.shape[axis]
+    if num_classes == 0:
+        raise ValueError(
+            f"{name} has an empty class axis (axis={axis}, shape {x.shape}); "
+            "at least one class is needed"
+        )
+    return axis, num_classes
+
+
+def check_loss_options(
+    reduction: Any, label_smoothing: Any, ignore_index: Any
+) -> tuple[str, float, int]:
+    """The scalar options of a cross-entropy call, checked: ``(reduction, label_smoothing,
+    ignore_index)``."""
+    return (
+        check_reduction(reduction),
+        check_label_smoothing(label_smoothing),
+        check_ignore_index(ignore_index),
+    )
+
+
 def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = "weight"):
     """The per-class weight as a 1-D array of ``dtype``; None stays None."""
     if weight is None:
@@ -203,3 +232,92 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     return int(chunk_size)
+
+
+def is_class_index_target(
+    target: np.ndarray,
+    ignore_index: int,
+    *,
+    index_shape: tuple[int, ...],
+    index_note: str,
+    prob_shape: tuple[int, ...],
+    prob_note: str,
+) -> bool:
+    """Whether ``target`` holds class indices (integer dtype) or probabilities (floating), and
+    that its shape fits that kind: ``index_shape`` or ``prob_shape`` (the logits').
+
+    ``index_note`` and ``prob_note`` say where each shape comes from, for the messages.
+    ``ignore_index`` must be negative with probabilities (torch's rule). A dtype that
+    contradicts the shape (integer probabilities, floating class indices) is a TypeError.
+    """
+    kind = target.dtype.kind
+    if kind not in "iuf":
+        raise TypeError(
+            f"target must hold integer class indices (shape {index_shape}) or floating-point "
+            f"probabilities (shape {prob_shape}), got dtype {target.dtype}"
+        )
+    is_index = kind != "f"
+    # (what, shape, where the shape comes from, the dtype it needs)
+    index = ("class indices", index_shape, index_note, "integers (use target.astype(int))")
+    prob = ("probabilities", prob_shape, prob_note, "floating point")
+    own, other = (index, prob) if is_index else (prob, index)
+    if target.shape == other[1]:  # the dtype contradicts the shape
+        kind_name = "integer" if is_index else "floating"
+        raise TypeError(
+            f"target has shape {other[1]} ({other[2]}) but {kind_name} dtype {target.dtype}: "
+            f"{other[0]} must be {other[3]}; "
+            f"{own[0]} must have shape {own[1]} ({own[2]})"
+        )
+    if target.shape != own[1]:
+        raise ValueError(
+            f"target of {own[0]} must have shape {own[1]} ({own[2]}), got shape {target.shape}"
+        )
+    if is_index:
+        return True
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index={ignore_index} cannot be used with probability targets "
+            "(floating-point target); leave it negative (the default -100)"
+        )
+    return False
+
+
+def probability_target(
+    target: Any, t: np.ndarray, weight: Any, logits_dtype: np.dtype
+) -> tuple[np.ndarray, np.dtype]:
+    """Probability targets ``t`` (``target`` as an array) and the dtype of their loss.
+
+    NumPy arrays and scalars take part in type promotion: the loss dtype is the logits'
+    dtype promoted with the target's and a floating class weight's. A list (or other
+    non-array) has no dtype of its own: it is converted to the logits' dtype.
+    """
+    dtypes = [logits_dtype]
+    if isinstance(target, np.ndarray | np.generic):
+        dtypes.append(t.dtype)
+    else:
+        t = t.astype(logits_dtype)
+    if isinstance(weight, np.ndarray | np.generic) and weight.dtype.kind == "f":
+        dtypes.append(weight.dtype)
+    return t, np.result_type(*dtypes)
+
+
+def as_grad_output(
+    grad_output: Any, reduction: str, loss_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The upstream gradient checked: None when not given, else a real array shaped like
+    the loss for ``reduction='none'`` and 0-d for the reduced losses."""
+    if grad_output is None:
+        return None
+    g = as_array(grad_output, "grad_output")
+    if g.dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
+    if reduction == "none" and g.shape != loss_shape:
+        raise ValueError(
+            f"grad_output must have the shape of the loss {loss_shape} for reduction='none', "
+            f"got shape {g.shape}"
+        )
+    if reduction != "none" and g.ndim != 0:
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
+        )
+    return g
