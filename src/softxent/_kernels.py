@@ -76,6 +76,12 @@ class Exp(NamedTuple):
     log_sum: np.ndarray  # log sum_c exp(x_c - ref)
     dot: np.ndarray | None  # row dot of (x - shift) with the requested weights
 
+    def weighted(self) -> np.ndarray:
+        """``dot``: there whenever :func:`exp_block` was asked for a weighted row sum."""
+        if self.dot is None:
+            raise RuntimeError("exp_block was called without weights: no row dot to read")
+        return self.dot
+
 
 def exp_block(xb, work, ct: np.dtype, dot_with=None, scratch=None, ref=None) -> Exp:
     """Fill ``work`` with ``exp(x - shift)`` and sum it, ``shift`` being 0 or the row max.
@@ -260,7 +266,7 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     w_target = 1.0 if wy is None else wy
     if eps:
         # sum_c w_c (-lp_c) = W log_sum - sum_c w_c (x_c - ref)
-        wd = e.dot + o.weight_sum * e.gap  # (R,) sum_c w_c (x_c - ref)
+        wd = e.weighted() + o.weight_sum * e.gap  # (R,) sum_c w_c (x_c - ref)
         smooth = o.weight_sum * log_sum - wd
         loss = (1.0 - eps) * (w_target * nll) + (eps / o.num_classes) * smooth
     else:
@@ -304,7 +310,7 @@ def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
     sum_q = rowsum(q)  # (R,)
     e = exp_block(xb, work, c.ct, q, tmp)  # work = exp(x - shift); e.dot = sum q (x - shift)
     s, log_sum = e.s, e.log_sum  # (R,)
-    sum_qd = e.dot + sum_q * e.gap  # (R,) sum_c q_c (x_c - ref)
+    sum_qd = e.weighted() + sum_q * e.gap  # (R,) sum_c q_c (x_c - ref)
     loss = sum_q * log_sum - sum_qd
     if ob is None:
         return loss
