@@ -11,9 +11,10 @@ from numpy.typing import ArrayLike
 
 from softxent import _blocks, _kernels
 from softxent._blocks import RowBlocks
-from softxent._reduction import mean_scale, reduce_losses, target_weights
+from softxent._reduction import Loss, mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
 from softxent._validation import (
+    Reduction,
     as_array,
     as_class_indices,
     as_class_weight,
@@ -40,7 +41,7 @@ __all__ = [
 class LossAndGrad(NamedTuple):
     """The result of :func:`cross_entropy_with_grad`."""
 
-    loss: Any  #: ndarray for reduction="none", else a NumPy scalar
+    loss: Loss  #: ndarray for reduction="none", else a NumPy scalar
     grad: np.ndarray  #: d(loss)/d(logits), shape and dtype of the logits
 
 
@@ -53,7 +54,7 @@ class CrossEntropyTargets:
     """
 
     num_classes: int
-    reduction: str
+    reduction: Reduction
     smoothing: float
     out_dtype: np.dtype  # dtype of the loss
     ct: np.dtype  # compute dtype
@@ -85,7 +86,7 @@ def cross_entropy_targets(
     weight: Any,
     logits_dtype: np.dtype,
     num_classes: int,
-    options: tuple[str, float, int],
+    options: tuple[Reduction, float, int],
     weight_name: str = "weight",
 ) -> CrossEntropyTargets:
     """The targets of a call, validated once: ``t`` is ``target`` as an array, of the kind
@@ -281,9 +282,9 @@ def cross_entropy(
     axis: int = -1,
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
-):
+) -> Loss:
     r"""Cross-entropy between ``softmax(logits)`` along ``axis`` and ``target``.
 
     With ``lp = log_softmax(logits)``, class weights ``w`` (ones by default), smoothing
@@ -366,7 +367,7 @@ def cross_entropy_with_grad(
     axis: int = -1,
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
@@ -464,8 +465,8 @@ def nll_loss(
     axis: int = -1,
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
-):
+    reduction: Reduction = "mean",
+) -> Loss:
     r"""Negative log-likelihood of class-index targets, given log-probabilities.
 
     .. math::

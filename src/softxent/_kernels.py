@@ -230,7 +230,7 @@ class IndexOptions(NamedTuple):
     num_classes: int
 
 
-def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOptions):
+def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOptions) -> np.ndarray:
     """Cross-entropy of one block with class-index targets, and optionally its gradient.
 
     Parameters
@@ -291,7 +291,7 @@ def ce_index_block(xb, y, wy, valid, g, work, work2, ob, c: Consts, o: IndexOpti
     return loss
 
 
-def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset):
+def ce_prob_block(xb, tb, g, work, wq, tmp, ob, c: Consts, scale, offset) -> np.ndarray:
     """Cross-entropy of one block with probability targets, and optionally its gradient.
 
     ``q = scale * t + offset`` is the weighted, smoothed target ``w ((1 - eps) t + eps / C)``

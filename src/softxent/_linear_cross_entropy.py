@@ -28,9 +28,10 @@ from softxent._cross_entropy import (
     row_grad_scale,
     row_losses,
 )
-from softxent._reduction import reduce_losses
+from softxent._reduction import Loss, reduce_losses
 from softxent._rowwise import compute_dtype
 from softxent._validation import (
+    Reduction,
     as_array,
     as_float_array,
     check_chunk_size,
@@ -72,7 +73,7 @@ _SLICE_BYTES = 2 * 1024 * 1024
 class LinearLossAndGrads(NamedTuple):
     """The result of :func:`linear_cross_entropy_with_grad`."""
 
-    loss: Any  #: ndarray (N,) for reduction="none", else a NumPy scalar
+    loss: Loss  #: ndarray (N,) for reduction="none", else a NumPy scalar
     d_hidden: np.ndarray  #: (N, D), dtype of ``hidden``
     d_weight: np.ndarray  #: (V, D), dtype of ``weight``
     d_bias: np.ndarray | None  #: (V,), dtype of ``bias``; None when there is no bias
@@ -192,10 +193,10 @@ def linear_cross_entropy(
     *,
     class_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     chunk_size: int | None = None,
-):
+) -> Loss:
     r"""Cross-entropy of the linear layer ``hidden @ weight.T + bias``, without its logits.
 
     .. math::
@@ -280,7 +281,7 @@ def linear_cross_entropy_with_grad(
     *,
     class_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     chunk_size: int | None = None,
     grad_output: ArrayLike | None = None,
@@ -366,7 +367,7 @@ def linear_cross_entropy_with_grad(
     return LinearLossAndGrads(_reduce(layer, losses), d_hidden, d_weight, d_bias)
 
 
-def _reduce(layer: _Layer, losses: np.ndarray) -> Any:
+def _reduce(layer: _Layer, losses: np.ndarray) -> Loss:
     p = layer.targets
     return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, losses.shape)
 

@@ -15,13 +15,20 @@ Sums over samples are taken in float64 whatever the dtype, then rounded once.
 from __future__ import annotations
 
 import math
+from typing import Any, TypeAlias
 
 import numpy as np
 
+from softxent._validation import Reduction
+
+#: A loss as the public functions return it: an ndarray for ``reduction="none"``, else a
+#: NumPy scalar of the loss dtype.
+Loss: TypeAlias = "np.ndarray | np.floating[Any]"
+
 
 def reduce_losses(
-    losses: np.ndarray, reduction: str, denominator: float, dtype: np.dtype, shape: tuple
-):
+    losses: np.ndarray, reduction: Reduction, denominator: float, dtype: np.dtype, shape: tuple
+) -> Loss:
     """Reduce the flat per-sample ``losses``; 'none' is reshaped to ``shape``."""
     if reduction == "none":
         return losses.astype(dtype, copy=False).reshape(shape)
@@ -41,7 +48,7 @@ def ieee_divide(numerator: float, denominator: float) -> float:
         return float(np.float64(numerator) / np.float64(denominator))
 
 
-def mean_scale(reduction: str, denominator: float) -> float:
+def mean_scale(reduction: Reduction, denominator: float) -> float:
     """d(reduced loss) / d(per-sample loss): 1 for sum, ``1 / denominator`` for mean
     (``inf`` for a zero denominator, as torch's gradient: non-finite)."""
     if reduction != "mean":

@@ -130,7 +130,9 @@ def _map_rows(x: ArrayLike, axis: int, op: str) -> np.ndarray:
     return out
 
 
-def logsumexp(x: ArrayLike, axis: int | tuple[int, ...] = -1, keepdims: bool = False):
+def logsumexp(
+    x: ArrayLike, axis: int | tuple[int, ...] = -1, keepdims: bool = False
+) -> np.ndarray | np.floating[Any]:
     r"""Log of the sum of exponentials along ``axis``, without overflow.
 
     .. math::

@@ -139,7 +139,7 @@ def class_axis(x: np.ndarray, axis: Any, name: str) -> tuple[int, int]:
 
 def check_loss_options(
     reduction: Any, label_smoothing: Any, ignore_index: Any
-) -> tuple[str, float, int]:
+) -> tuple[Reduction, float, int]:
     """The scalar options of a cross-entropy call, checked: ``(reduction, label_smoothing,
     ignore_index)``."""
     return (
@@ -149,7 +149,9 @@ def check_loss_options(
     )
 
 
-def as_class_weight(weight: Any, num_classes: int, dtype: np.dtype, name: str = "weight"):
+def as_class_weight(
+    weight: Any, num_classes: int, dtype: np.dtype, name: str = "weight"
+) -> np.ndarray | None:
     """The per-class weight as a 1-D array of ``dtype``; None stays None."""
     if weight is None:
         return None
@@ -302,7 +304,7 @@ def probability_target(
 
 
 def as_grad_output(
-    grad_output: Any, reduction: str, loss_shape: tuple[int, ...]
+    grad_output: Any, reduction: Reduction, loss_shape: tuple[int, ...]
 ) -> np.ndarray | None:
     """The upstream gradient checked: None when not given, else a real array shaped like
     the loss for ``reduction='none'`` and 0-d for the reduced losses."""

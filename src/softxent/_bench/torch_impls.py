@@ -33,7 +33,9 @@ from softxent._bench.suites import Timed
 FLOOR = "matmuls"
 
 
-def cross_entropy_inputs(shape, dtype, *, seed=0):
+def cross_entropy_inputs(
+    shape: tuple[int, int], dtype: str, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     # Filled in place: a temporary here would raise the process's peak RSS before the
     # baseline and hide the same amount of the call's own memory.
     n, c = shape
@@ -43,7 +45,9 @@ def cross_entropy_inputs(shape, dtype, *, seed=0):
     return x, y
 
 
-def linear_inputs(shape, dtype, *, seed=0):
+def linear_inputs(
+    shape: tuple[int, int, int], dtype: str, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, d, v = shape
     g = torch.Generator().manual_seed(seed)
     t = getattr(torch, dtype)

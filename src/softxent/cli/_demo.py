@@ -333,8 +333,8 @@ def _compute(case: _Case) -> _Results:
     options["label_smoothing"] = case.label_smoothing
     with user_input(_OPTION_OF):  # bad input fails here, before anything prints
         result = sx.cross_entropy_with_grad(x, y, **options)
-    losses = sx.cross_entropy(x, y, reduction="none", **options)
-    probs, log_probs, lse = sx.softmax(x), sx.log_softmax(x), sx.logsumexp(x)
+    losses = np.asarray(sx.cross_entropy(x, y, reduction="none", **options))  # (N,)
+    probs, log_probs, lse = sx.softmax(x), sx.log_softmax(x), np.asarray(sx.logsumexp(x))
     return _Results(result, losses, probs, log_probs, lse, *_targets(case))
 
 
@@ -538,7 +538,9 @@ def _step_mean(case: _Case, r: _Results) -> list[str]:
         explain += ", over the non-ignored samples only"
     total = float(np.sum(r.losses, dtype=np.float64))
     empty = " (0 / 0: the mean of no samples)" if r.denominator == 0 else ""
-    equation = f"L = {_num(total)} / {_input(r.denominator)} ({name}) = {_num(r.result.loss)}"
+    equation = (
+        f"L = {_num(total)} / {_input(r.denominator)} ({name}) = {_num(float(r.result.loss))}"
+    )
     return [*out, *_prose(explain + ":"), f"{_INDENT}{equation}{empty}"]
 
 
