@@ -203,3 +203,95 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     return int(chunk_size)
+
+
+# --------------------------------------------------------------------------- elementwise losses
+# The rules of the elementwise losses (mse_loss, binary cross-entropy, kl_div): operands that
+# must have, or broadcast to, the input's shape; probabilities in [0, 1]; their reductions.
+
+#: kl_div's reductions: torch's three and ``"batchmean"`` (the sum over the first axis' size).
+KlReduction = Literal["none", "mean", "sum", "batchmean"]
+KL_REDUCTIONS: tuple[KlReduction, ...] = ("none", "mean", "sum", "batchmean")
+
+
+def check_kl_reduction(reduction: Any) -> KlReduction:
+    for allowed in KL_REDUCTIONS:
+        if reduction == allowed and isinstance(reduction, str):
+            return allowed
+    raise ValueError(
+        f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}"
+    )
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: Python or NumPy bool only (an int would hide a misplaced argument)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def check_same_shape(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> None:
+    """``array`` must have exactly ``shape`` (the shape of argument ``of``)."""
+    if array.shape != shape:
+        raise ValueError(f"{name} must have the shape of {of} {shape}, got shape {array.shape}")
+
+
+def broadcast_operand(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> np.ndarray:
+    """``array`` as a read-only view broadcast to ``shape`` (the shape of argument ``of``).
+
+    Only ``array`` is broadcast: an operand that would enlarge ``of`` is a ValueError (the
+    loss and the gradient have the shape of ``of``).
+    """
+    if array.shape == shape:
+        return array
+    try:
+        return np.broadcast_to(array, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {array.shape} does not broadcast to the shape of {of} {shape}; "
+            f"allowed: {of}'s shape, or one that broadcasts to it (e.g. {shape[-1:]})"
+        ) from None
+
+
+def as_real_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as an ndarray of a real (integer or floating) dtype; bool and complex are a
+    TypeError."""
+    array = as_array(value, name)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real number or array, got dtype {array.dtype}")
+    return array
+
+
+def check_unit_interval(array: np.ndarray, name: str) -> None:
+    """Every entry of ``array`` in [0, 1] (NaN is refused too), as torch's binary
+    cross-entropy requires; the message names the first offending value and its position."""
+    if array.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        inside = (array >= 0) & (array <= 1)
+    if not inside.all():
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1], got {_first_bad(array, ~inside)}"
+        )
+
+
+def check_grad_output(
+    grad_output: Any, reduction: str, loss_shape: tuple[int, ...]
+) -> np.ndarray | float:
+    """The upstream gradient of a ``*_with_grad`` call: an array of the loss' shape for
+    ``reduction='none'``, a scalar otherwise (default 1)."""
+    if grad_output is None:
+        return 1.0
+    g = as_real_array(grad_output, "grad_output")
+    if reduction == "none":
+        if g.shape != loss_shape:
+            raise ValueError(
+                f"grad_output must have the shape of the loss {loss_shape} for "
+                f"reduction='none', got shape {g.shape}"
+            )
+        return g
+    if g.ndim != 0:
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
+        )
+    return float(g)
