@@ -93,6 +93,8 @@ def _t(a, dtype):
 def torch_oracle(loss: Loss, x, t, reduction, grad_output=None, **options):
     """torch's loss and autograd gradient, computed in the reference dtype and cast back."""
     out_dtype = np.result_type(x, t, *(v for v in options.values() if isinstance(v, np.ndarray)))
+    if loss.name == "binary_cross_entropy_with_logits":
+        out_dtype = t.dtype  # torch's: the target's dtype, whatever the logits' and weights'
     ct = ref_dtype(out_dtype)
     xt = _t(x, ct).requires_grad_(True)
     kwargs = {k: _t(v, ct) if isinstance(v, np.ndarray) else v for k, v in options.items()}
@@ -262,6 +264,10 @@ def test_result_dtype_is_the_promotion_of_array_arguments():
         assert value.dtype == np.float32 and result.grad.dtype == np.float16
     # lists follow the input
     assert sx.mse_loss(x16, [0.0, 1.0]).dtype == np.float16
+    # torch's binary_cross_entropy_with_logits returns the target's dtype
+    x32, t16 = x16.astype(np.float32), t32.astype(np.float16)
+    value, _ = check_against_torch(LOSSES["binary_cross_entropy_with_logits"], x32, t16, "sum")
+    assert value.dtype == np.float16
 
 
 # ------------------------------------------------------------- finite differences (float64)

@@ -29,15 +29,20 @@ __all__ = [
 
 
 def _operands(
-    input: Any, name: str, target: Any, weights: dict[str, Any]
+    input: Any, name: str, target: Any, weights: dict[str, Any], *, target_dtype: bool = False
 ) -> tuple[list[np.ndarray | None], np.dtype]:
     """The input, its target (same shape, as torch requires) and the ``weights`` (None, or
-    broadcast to the input's shape), each in the loss dtype."""
+    broadcast to the input's shape), and the loss dtype: the promotion of the NumPy
+    arrays, or with ``target_dtype`` the target's (the input's for a list)."""
     x = as_float_array(input, name)
     t = as_float_array(target, "target")
     check_same_shape(t, "target", x.shape, name)
     ws = {k: None if v is None else as_real_array(v, k) for k, v in weights.items()}
-    dtype = _elementwise.result_dtype([input, target, *weights.values()], [x, t, *ws.values()])
+    if target_dtype:
+        # torch's loss of logits has the target's dtype (ATen computes it in place there)
+        dtype = t.dtype if isinstance(target, np.ndarray | np.generic) else x.dtype
+    else:
+        dtype = _elementwise.result_dtype([input, target, *weights.values()], [x, t, *ws.values()])
     operands: list[np.ndarray | None] = [x, _elementwise.as_operand(target, t, dtype)]
     for (key, value), array in zip(weights.items(), ws.values(), strict=True):
         if array is not None:
@@ -49,7 +54,7 @@ def _operands(
 
 def _evaluate_logits(logits, target, weight, pos_weight, reduction, with_grad, grad_output=None):
     operands, dtype = _operands(
-        logits, "logits", target, {"weight": weight, "pos_weight": pos_weight}
+        logits, "logits", target, {"weight": weight, "pos_weight": pos_weight}, target_dtype=True
     )
     reduction = check_reduction(reduction)
     return _elementwise.evaluate(
@@ -110,8 +115,8 @@ def binary_cross_entropy_with_logits(
     Returns
     -------
     ndarray or NumPy scalar
-        ``'none'``: the losses, shape of ``logits``; else a scalar. dtype: the promotion of
-        the arguments given as NumPy arrays (lists follow ``logits``).
+        ``'none'``: the losses, shape of ``logits``; else a scalar. dtype: the target's, as
+        torch's (the logits' when the target is a list).
 
     Raises
     ------
@@ -224,7 +229,8 @@ def binary_cross_entropy(
     Returns
     -------
     ndarray or NumPy scalar
-        As :func:`binary_cross_entropy_with_logits`.
+        ``'none'``: the losses, shape of ``probs``; else a scalar. dtype: the promotion of
+        the arguments given as NumPy arrays (lists follow ``probs``).
 
     Raises
     ------

@@ -230,10 +230,24 @@ def check_bool(value: Any, name: str) -> bool:
     raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
+def operand_shape_error(
+    name: str, got: tuple[int, ...], shape: tuple[int, ...], of: str, *, broadcast: bool
+) -> ValueError:
+    """The one error of an operand whose shape does not fit argument ``of`` (of ``shape``),
+    for the NumPy API and the torch drop-ins: it must equal it, or (``broadcast``) broadcast
+    to it."""
+    if not broadcast:
+        return ValueError(f"{name} must have the shape of {of} {shape}, got shape {got}")
+    return ValueError(
+        f"{name} of shape {got} does not broadcast to the shape of {of} {shape}; "
+        f"allowed: {of}'s shape, or one that broadcasts to it (e.g. {shape[-1:]})"
+    )
+
+
 def check_same_shape(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> None:
     """``array`` must have exactly ``shape`` (the shape of argument ``of``)."""
     if array.shape != shape:
-        raise ValueError(f"{name} must have the shape of {of} {shape}, got shape {array.shape}")
+        raise operand_shape_error(name, array.shape, shape, of, broadcast=False)
 
 
 def broadcast_operand(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> np.ndarray:
@@ -247,10 +261,7 @@ def broadcast_operand(array: np.ndarray, name: str, shape: tuple[int, ...], of: 
     try:
         return np.broadcast_to(array, shape)
     except ValueError:
-        raise ValueError(
-            f"{name} of shape {array.shape} does not broadcast to the shape of {of} {shape}; "
-            f"allowed: {of}'s shape, or one that broadcasts to it (e.g. {shape[-1:]})"
-        ) from None
+        raise operand_shape_error(name, array.shape, shape, of, broadcast=True) from None
 
 
 def as_real_array(value: Any, name: str) -> np.ndarray:
