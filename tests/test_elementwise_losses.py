@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
-from softxent import _elementwise
+from softxent import _elementwise, _elementwise_kernels
 
 from conftest import FLOAT_DTYPES, assert_close, logit_scale, ref_dtype, rng
 
@@ -417,3 +417,20 @@ def test_grad_output_shape(name):
         loss.with_grad([0.5, 0.5], [0.5, 0.5], reduction="none", grad_output=[1.0])
     with pytest.raises(ValueError, match=r"^grad_output must be a scalar for reduction='sum'"):
         loss.with_grad([0.5, 0.5], [0.5, 0.5], reduction="sum", grad_output=[1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_log1p_is_within_a_few_ulps(dtype):
+    """The kernels' log1p (Kahan's trick, NumPy's own is a slow scalar loop), over (-1, inf):
+    tiny values where 1 + y rounds to 1, both signs, -1 itself."""
+    r = rng(3)
+    special = [0.0, -0.0, -1.0, 1e-30, -1e-30, 1e-8, -1e-8, 2.0**-24, 1.0, 1e30]
+    positive = 10.0 ** r.uniform(-40, 3, 1000)
+    negative = -(10.0 ** r.uniform(-40, -1e-9, 1000))
+    y = np.concatenate([special, r.uniform(-1, 1, 1000), positive, negative]).astype(dtype)
+    with np.errstate(all="ignore"):  # as in the driver: -1 gives -inf, by design
+        got = _elementwise_kernels.log1p_into(y, np.empty_like(y), np.empty_like(y))
+        want = np.log1p(y.astype(np.float64))
+        assert got[2] == -np.inf
+        ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+        assert np.all((np.abs(got - want) <= 4 * ulp) | (got == want))

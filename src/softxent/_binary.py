@@ -60,7 +60,7 @@ def _evaluate_logits(logits, target, weight, pos_weight, reduction, with_grad, g
     return _elementwise.evaluate(
         bce_with_logits_block, operands, reduction=reduction,
         denominator=float(operands[0].size),  # type: ignore[union-attr]
-        dtype=dtype, num_scratch=2, with_grad=with_grad, grad_output=grad_output,
+        dtype=dtype, num_scratch=3, with_grad=with_grad, grad_output=grad_output,
     )  # fmt: skip
 
 
@@ -73,7 +73,7 @@ def _evaluate_probs(probs, target, weight, reduction, with_grad, grad_output=Non
     check_unit_interval(t, "target")  # torch checks both
     return _elementwise.evaluate(
         bce_block, operands, reduction=reduction, denominator=float(q.size), dtype=dtype,
-        num_scratch=1, with_grad=with_grad, grad_output=grad_output,
+        num_scratch=2, with_grad=with_grad, grad_output=grad_output,
     )  # fmt: skip
 
 

@@ -115,10 +115,30 @@ def run(
         if loss_out is not None:
             blocks.block(loss_index, task)[...] = loss
         else:
-            sums[task.row0] = float(loss.sum(dtype=np.float64))
+            sums[task.row0] = block_sum(loss)
 
     for_each_block(blocks, ct, body, 2 + num_scratch, block_bytes=BLOCK_BYTES)
     return np.array([sums[k] for k in sorted(sums)], dtype=np.float64)
+
+
+#: Entries of one float32 partial sum in :func:`block_sum`.
+PARTIAL = 1024
+
+
+def block_sum(loss: np.ndarray) -> float:
+    """The sum of a C-contiguous block of losses, in float64.
+
+    float32 blocks are summed in runs of :data:`PARTIAL` entries by ``einsum`` (SIMD lanes,
+    4x faster than a float64 sum, which converts every entry; the error of a run is a few
+    float32 ulps of its sum), then the runs in float64. Fixed runs of a fixed block: the
+    result does not depend on the threads.
+    """
+    flat = loss.reshape(-1)
+    if flat.dtype != np.float32:
+        return float(flat.sum())
+    whole = flat.size - flat.size % PARTIAL
+    runs = np.einsum("ij->i", flat[:whole].reshape(-1, PARTIAL))  # (runs,) float32
+    return float(runs.sum(dtype=np.float64) + flat[whole:].sum(dtype=np.float64))
 
 
 def evaluate(
