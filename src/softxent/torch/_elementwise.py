@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -233,26 +233,29 @@ def elementwise_loss(
     )
     use_numpy = use_numpy_kernels(backend, LossOptions(), [input, target, weight, pos_weight])
     if not (torch.is_grad_enabled() and input.requires_grad):
-        return _forward(call, input, target, weight, pos_weight, use_numpy, need_grad=False)[0]
+        ops = _Operands(input, target, weight, pos_weight)
+        return _forward(call, ops, use_numpy, need_grad=False)[0]
     return _ElementwiseFunction.apply(input, target, weight, pos_weight, call, use_numpy)
 
 
 _Result = tuple[torch.Tensor, torch.Tensor | None]  # the loss, and the gradient or None
 
 
+class _Operands(NamedTuple):
+    """The validated tensors of one call (weights None when not given)."""
+
+    input: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+
+
 def _forward(
-    call: ElementwiseCall,
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    pos_weight: torch.Tensor | None,
-    use_numpy: bool,
-    *,
-    need_grad: bool,
+    call: ElementwiseCall, ops: _Operands, use_numpy: bool, *, need_grad: bool
 ) -> _Result:
     if use_numpy:
-        return _forward_numpy(call, input, target, weight, pos_weight, need_grad)
-    return _forward_torch(call, input, target, weight, pos_weight, need_grad)
+        return _forward_numpy(call, ops, need_grad)
+    return _forward_torch(call, ops, need_grad)
 
 
 _NUMPY_FUNCTIONS: dict[str, tuple[Callable[..., Any], Callable[..., _sx.LossAndGrad]]] = {
@@ -265,14 +268,8 @@ _NUMPY_FUNCTIONS: dict[str, tuple[Callable[..., Any], Callable[..., _sx.LossAndG
 }
 
 
-def _forward_numpy(
-    call: ElementwiseCall,
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    pos_weight: torch.Tensor | None,
-    need_grad: bool,
-) -> _Result:
+def _forward_numpy(call: ElementwiseCall, ops: _Operands, need_grad: bool) -> _Result:
+    input, target, weight, pos_weight = ops
     kwargs: dict[str, Any] = {"reduction": call.reduction}
     if call.loss == "kl_div":
         kwargs["log_target"] = call.log_target
@@ -299,16 +296,10 @@ def _loss_dtype(
     return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
 
 
-def _forward_torch(
-    call: ElementwiseCall,
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    pos_weight: torch.Tensor | None,
-    need_grad: bool,
-) -> _Result:
+def _forward_torch(call: ElementwiseCall, ops: _Operands, need_grad: bool) -> _Result:
     """The same formulas as softxent's NumPy kernels, in torch, on any device: no host sync
     (every value, the mean's denominator included, stays a tensor)."""
+    input, target, weight, pos_weight = ops
     out_dtype = _loss_dtype(call, input, target, weight)
     ct = torch.promote_types(compute_dtype(out_dtype), compute_dtype(input.dtype))
     x = input.detach().to(ct)
@@ -362,7 +353,8 @@ class _ElementwiseFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, target, weight, pos_weight, call: ElementwiseCall, use_numpy: bool):
-        loss, grad = _forward(call, input, target, weight, pos_weight, use_numpy, need_grad=True)
+        ops = _Operands(input, target, weight, pos_weight)
+        loss, grad = _forward(call, ops, use_numpy, need_grad=True)
         ctx.save_for_backward(grad)
         ctx.loss_name = call.loss
         return loss
