@@ -88,3 +88,13 @@ def mean_denominator(
     if y is None:
         return float(rows)
     return target_weights(y, valid, class_weight, np.dtype(np.float64))[1]
+
+
+def reduce_block_sums(block_sums: np.ndarray, reduction: str, denominator: float, dtype: np.dtype):
+    """The ``"sum"`` or ``"mean"`` of a loss given as float64 partial sums, one per block in
+    a fixed order (so the result does not depend on the threads): added exactly rounded,
+    divided by ``denominator`` for ``"mean"`` (IEEE's division, as :func:`reduce_losses`)."""
+    total = math.fsum(block_sums.tolist())
+    if reduction == "sum":
+        return dtype.type(total)
+    return dtype.type(ieee_divide(total, denominator))

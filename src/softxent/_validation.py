@@ -323,3 +323,96 @@ def as_grad_output(
             f"grad_output must be a scalar for reduction={reduction!r}, got shape {g.shape}"
         )
     return g
+
+
+# --------------------------------------------------------------------------- elementwise losses
+# The rules of the elementwise losses (mse_loss, binary cross-entropy, kl_div): operands that
+# must have, or broadcast to, the input's shape; probabilities in [0, 1]; their reductions.
+
+#: kl_div's reductions: torch's three and ``"batchmean"`` (the sum over the first axis' size).
+KlReduction = Literal["none", "mean", "sum", "batchmean"]
+KL_REDUCTIONS: tuple[KlReduction, ...] = ("none", "mean", "sum", "batchmean")
+
+
+def check_kl_reduction(reduction: Any) -> KlReduction:
+    for allowed in KL_REDUCTIONS:
+        if reduction == allowed and isinstance(reduction, str):
+            return allowed
+    raise ValueError(
+        f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}"
+    )
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: Python or NumPy bool only (an int would hide a misplaced argument)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def operand_shape_error(
+    name: str, got: tuple[int, ...], shape: tuple[int, ...], of: str, *, broadcast: bool
+) -> ValueError:
+    """The one error of an operand whose shape does not fit argument ``of`` (of ``shape``),
+    for the NumPy API and the torch drop-ins: it must equal it, or (``broadcast``) broadcast
+    to it."""
+    if not broadcast:
+        return ValueError(f"{name} must have the shape of {of} {shape}, got shape {got}")
+    return ValueError(
+        f"{name} of shape {got} does not broadcast to the shape of {of} {shape}; "
+        f"allowed: {of}'s shape, or one that broadcasts to it (e.g. {shape[-1:]})"
+    )
+
+
+def check_same_shape(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> None:
+    """``array`` must have exactly ``shape`` (the shape of argument ``of``)."""
+    if array.shape != shape:
+        raise operand_shape_error(name, array.shape, shape, of, broadcast=False)
+
+
+def broadcast_operand(array: np.ndarray, name: str, shape: tuple[int, ...], of: str) -> np.ndarray:
+    """``array`` as a read-only view broadcast to ``shape`` (the shape of argument ``of``).
+
+    Only ``array`` is broadcast: an operand that would enlarge ``of`` is a ValueError (the
+    loss and the gradient have the shape of ``of``).
+    """
+    if array.shape == shape:
+        return array
+    try:
+        return np.broadcast_to(array, shape)
+    except ValueError:
+        raise operand_shape_error(name, array.shape, shape, of, broadcast=True) from None
+
+
+def as_real_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as an ndarray of a real (integer or floating) dtype; bool and complex are a
+    TypeError."""
+    array = as_array(value, name)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real number or array, got dtype {array.dtype}")
+    return array
+
+
+def check_unit_interval(array: np.ndarray, name: str) -> None:
+    """Every entry of ``array`` in [0, 1] (NaN is refused too), as torch's binary
+    cross-entropy requires; the message names the first offending value and its position."""
+    if array.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        inside = (array >= 0) & (array <= 1)
+    if not inside.all():
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1], got {_first_bad(array, ~inside)}"
+        )
+
+
+def check_grad_output(
+    grad_output: Any, reduction: str, loss_shape: tuple[int, ...]
+) -> np.ndarray | float:
+    """The upstream gradient of a ``*_with_grad`` call (:func:`as_grad_output`'s rules): an
+    array of the loss' shape for ``reduction='none'``, a float otherwise (default 1).
+    ``reduction`` may also be kl_div's ``"batchmean"`` (a reduced loss)."""
+    g = as_grad_output(grad_output, "none" if reduction == "none" else "sum", loss_shape)
+    if g is None:
+        return 1.0
+    return g if reduction == "none" else float(g)

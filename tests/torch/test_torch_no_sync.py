@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from softxent.torch._cross_entropy import cross_entropy_with_options  # noqa: E402
+from softxent.torch._elementwise import ElementwiseCall, elementwise_loss  # noqa: E402
 from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options  # noqa: E402
 from softxent.torch._options import make_options  # noqa: E402
 
@@ -54,3 +55,29 @@ def test_linear_cross_entropy_runs_on_meta(reduction, prob, extras):
     )
     loss.backward(torch.ones_like(loss))
     assert (h.grad.shape, w.grad.shape, b.grad.shape) == (h.shape, w.shape, b.shape)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "batchmean"])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mse_loss", {}),
+        ("mse_loss", {"weight": (6, 5)}),
+        ("binary_cross_entropy_with_logits", {"weight": (6, 1), "pos_weight": (5,)}),
+        ("kl_div", {}),
+        ("kl_div", {"log_target": True}),
+    ],
+)
+def test_elementwise_losses_run_on_meta(reduction, name, options):
+    if reduction == "batchmean" and name != "kl_div":
+        pytest.skip("batchmean is kl_div's")
+    leaf = torch.randn(6, 5, device=META, requires_grad=True)
+    weights = {k: torch.rand(v, device=META) for k, v in options.items() if k != "log_target"}
+    call = ElementwiseCall(name, reduction, options.get("log_target", False))
+    loss = elementwise_loss(
+        call, leaf * 1.0, torch.rand(6, 5, device=META), weights.get("weight"),
+        weights.get("pos_weight"), "auto",
+    )  # fmt: skip
+    assert loss.shape == ((6, 5) if reduction == "none" else ())
+    loss.backward(torch.ones_like(loss))
+    assert leaf.grad.shape == leaf.shape and leaf.grad.device == META

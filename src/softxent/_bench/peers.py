@@ -8,6 +8,7 @@ library is not installed is skipped with the reason; :func:`load_peers` never ra
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -15,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from softxent._bench.suites import Inputs, Op, Timed
+from softxent._bench.suites import OPS, Inputs, Op, Timed
+
+#: The elementwise losses (torch and JAX time forward + backward of each).
+ELEMENTWISE_OPS = frozenset(name for name, op in OPS.items() if op.elementwise is not None)
 
 PEER_NAMES = ("torch", "jax", "scipy", "numpy")
 
@@ -64,6 +68,7 @@ class TorchPeer(Peer):
             "softmax",
             "log_softmax",
             "logsumexp",
+            *ELEMENTWISE_OPS,
         }
     )
 
@@ -104,6 +109,8 @@ class TorchPeer(Peer):
                 return loss.detach(), grad
 
             return Timed(forward_backward)
+        if op.elementwise is not None:
+            return self._elementwise(name, x, torch.from_numpy(inputs.target))
         if name == "cross_entropy_options":
             w = torch.from_numpy(inputs.weight)
             return Timed(
@@ -125,6 +132,25 @@ class TorchPeer(Peer):
         if name == "logsumexp":
             return Timed(lambda: torch.logsumexp(x, -1))
         raise AssertionError(f"torch has no {name!r}")
+
+    def _elementwise(self, name: str, x: Any, t: Any) -> Timed:
+        """Forward + backward of torch's elementwise loss (autograd.grad, as above)."""
+        torch, F = self.torch, self.F
+        leaf = x.detach().requires_grad_()
+        losses = {
+            "binary_cross_entropy_with_logits_with_grad": F.binary_cross_entropy_with_logits,
+            "kl_div_with_grad": functools.partial(F.kl_div, reduction="batchmean"),
+            "mse_loss_with_grad": F.mse_loss,
+        }
+        loss_fn = losses[name]
+
+        def forward_backward():
+            with torch.enable_grad():
+                loss = loss_fn(leaf, t)
+                (grad,) = torch.autograd.grad(loss, leaf)
+            return loss.detach(), grad
+
+        return Timed(forward_backward)
 
 
 # --------------------------------------------------------------------------- JAX
@@ -155,6 +181,15 @@ def _jax_functions(jax: ModuleType) -> dict[str, Callable]:
     def cross_entropy_probs(x, p):
         return -(p * jax.nn.log_softmax(x, axis=-1)).sum(axis=-1).mean()
 
+    def bce_with_logits(x, t):  # optax.sigmoid_binary_cross_entropy's stable form, the mean
+        return jnp.mean(jnp.maximum(x, 0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x))))
+
+    def kl_div_batchmean(x, t):  # torch's xlogy(t, t) - t x, summed over the batch's mean
+        return jnp.sum(jax.scipy.special.xlogy(t, t) - t * x) / x.shape[0]
+
+    def mse(x, t):
+        return jnp.mean((x - t) ** 2)
+
     return {
         "cross_entropy": jax.jit(cross_entropy),
         "cross_entropy_with_grad": jax.jit(jax.value_and_grad(cross_entropy)),
@@ -163,6 +198,9 @@ def _jax_functions(jax: ModuleType) -> dict[str, Callable]:
         "softmax": jax.jit(lambda x: jax.nn.softmax(x, axis=-1)),
         "log_softmax": jax.jit(lambda x: jax.nn.log_softmax(x, axis=-1)),
         "logsumexp": jax.jit(lambda x: jax.nn.logsumexp(x, axis=-1)),
+        "binary_cross_entropy_with_logits_with_grad": jax.jit(jax.value_and_grad(bce_with_logits)),
+        "kl_div_with_grad": jax.jit(jax.value_and_grad(kl_div_batchmean)),
+        "mse_loss_with_grad": jax.jit(jax.value_and_grad(mse)),
     }
 
 
@@ -207,6 +245,8 @@ class JaxPeer(Peer):
                 args = (x, jax.device_put(inputs.probs, self.device))
             elif name in ("cross_entropy", "cross_entropy_with_grad"):
                 args = (x, y)
+            elif op.elementwise is not None:
+                args = (x, jax.device_put(inputs.target, self.device))
             else:
                 args = (x,)
         dtype = inputs.x.dtype

@@ -43,6 +43,9 @@ class Op:
     options: bool = False  # weight + ignore_index + label_smoothing
     in_place: bool = False  # the gradient overwrites the logits (out=logits)
     demo: bool = False  # the fixed 3x3 example, not --shape / --dtype
+    #: an elementwise loss: the kind of its (N, C) float target ("labels": 0/1 multi-label,
+    #: "probs": rows of probabilities, "values": regression values); None otherwise
+    elementwise: str | None = None
 
     @property
     def kernel(self) -> str:
@@ -71,6 +74,28 @@ OPS: dict[str, Op] = {
             "loss and gradient written over the logits (out=logits)",
             grad=True,
             in_place=True,
+        ),
+        Op(
+            "binary_cross_entropy_with_logits_with_grad",
+            "copy",
+            "multi-label loss (one sigmoid per entry) and gradient, 0/1 targets",
+            grad=True,
+            elementwise="labels",
+        ),
+        Op(
+            "kl_div_with_grad",
+            "copy",
+            "KL divergence (reduction='batchmean') and gradient; the logits stand in for "
+            "the log-probabilities (the cost is the same)",
+            grad=True,
+            elementwise="probs",
+        ),
+        Op(
+            "mse_loss_with_grad",
+            "copy",
+            "mean squared error and gradient, normal targets",
+            grad=True,
+            elementwise="values",
         ),
         Op("demo_cross_entropy", None, "loss on the 3x3 demo example", demo=True),
         Op(
@@ -120,9 +145,11 @@ class Inputs:
     weight: np.ndarray | None = None  # (C,) class weights
     ignore_index: int = IGNORE_INDEX
     label_smoothing: float = 0.0
+    target: np.ndarray | None = None  # (N, C) float target of an elementwise loss
 
     def arrays(self) -> list[np.ndarray]:
-        return [a for a in (self.x, self.y, self.probs, self.weight) if a is not None]
+        present = (self.x, self.y, self.probs, self.weight, self.target)
+        return [a for a in present if a is not None]
 
 
 def make_logits(
@@ -145,6 +172,8 @@ def make_logits(
 def make_inputs(op: Op, x: np.ndarray, y: np.ndarray, *, seed: int = 1) -> Inputs:
     """The inputs of ``op`` built around shared logits ``x`` and class indices ``y``."""
     rng = np.random.default_rng(seed)
+    if op.elementwise is not None:
+        return Inputs(x, y, target=_elementwise_target(op.elementwise, x.shape, x.dtype, rng))
     if op.probs:
         probs = rng.random(x.shape, dtype=np.float32).astype(x.dtype)  # (N, C)
         probs /= probs.sum(axis=-1, keepdims=True)
@@ -155,6 +184,25 @@ def make_inputs(op: Op, x: np.ndarray, y: np.ndarray, *, seed: int = 1) -> Input
         weight = rng.uniform(0.5, 2.0, size=(x.shape[-1],)).astype(x.dtype)  # (C,)
         return Inputs(x, y, weight=weight, label_smoothing=LABEL_SMOOTHING)
     return Inputs(x, y)
+
+
+def _elementwise_target(
+    kind: str, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator
+) -> np.ndarray:
+    """An (N, C) target of ``kind`` (see :class:`Op`), made in float32 chunks of rows."""
+    target = np.empty(shape, dtype=dtype)
+    step = max(1, (1 << 24) // max(shape[-1], 1))
+    for start in range(0, shape[0], step):
+        rows = (min(step, shape[0] - start), shape[-1])
+        if kind == "labels":
+            chunk = (rng.random(rows, dtype=np.float32) < 0.5).astype(np.float32)
+        elif kind == "probs":
+            chunk = rng.random(rows, dtype=np.float32)
+            chunk /= chunk.sum(axis=-1, keepdims=True)
+        else:
+            chunk = rng.standard_normal(rows, dtype=np.float32)
+        target[start : start + step] = chunk
+    return target
 
 
 @dataclass(frozen=True)
@@ -197,6 +245,15 @@ def softxent_call(op: Op, inputs: Inputs) -> Timed:
         if probs is None:
             raise ValueError("cross_entropy_probs needs inputs made with probability targets")
         return Timed(lambda: sx.cross_entropy(x, probs))
+    if op.elementwise is not None:
+        t = inputs.target
+        if t is None:
+            raise ValueError(f"{name} needs inputs made with an elementwise target")
+        if name == "binary_cross_entropy_with_logits_with_grad":
+            return Timed(lambda: sx.binary_cross_entropy_with_logits_with_grad(x, t))
+        if name == "kl_div_with_grad":
+            return Timed(lambda: sx.kl_div_with_grad(x, t, reduction="batchmean"))
+        return Timed(lambda: sx.mse_loss_with_grad(x, t))
     if name == "softmax":
         return Timed(lambda: sx.softmax(x))
     if name == "log_softmax":

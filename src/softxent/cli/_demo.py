@@ -79,6 +79,19 @@ def register(subparsers: Any) -> None:
         metavar="EPS",
         help="smooth the targets: q = (1 - EPS) * onehot + EPS / C, EPS in [0, 1] (default: 0)",
     )
+    parser.add_argument(
+        "--compare-mse",
+        action="store_true",
+        help=(
+            "instead: compare cross-entropy with the squared error between softmax and "
+            "one-hot targets, and show why classifiers use cross-entropy"
+        ),
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="with --compare-mse: draw both losses and gradients (needs softxent[plot])",
+    )
     parser.set_defaults(func=run)
 
 
@@ -88,12 +101,41 @@ def _json(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the walk-through; return 0, or 1 when softxent and torch disagree."""
+    if args.plot is not None and not args.compare_mse:
+        raise CLIError("--plot draws the curves of --compare-mse; add --compare-mse")
     case = _load_case(args)
+    if args.compare_mse:
+        return _run_compare_mse(args, case)
     with np.errstate(all="ignore"):  # -inf/nan logits are shown as they come out
         results = _compute(case)
         lines = _walkthrough(case, results)
         check, agree = _torch_check(case, results)
     print("\n".join([*lines, *_step(8, "Check against PyTorch."), *check, *_units(results)]))
+    return 0 if agree in (True, None) else 1
+
+
+def _run_compare_mse(args: argparse.Namespace, case: _Case) -> int:
+    """``--compare-mse``: both losses on the case, then the sweep; the plot if asked."""
+    from softxent.cli import _compare_mse  # the lesson of its own module
+
+    if case.probabilities or case.weight is not None or case.label_smoothing > 0:
+        raise CLIError(
+            "--compare-mse takes logits and class-index targets only (no probability "
+            "targets, --weight or --label-smoothing)"
+        )
+    if args.plot is not None:
+        _compare_mse.check_plot_path(args.plot, [p for p in (args.logits, args.targets) if p])
+    with user_input(_OPTION_OF), np.errstate(all="ignore"):
+        if np.any(case.target == case.ignore_index):
+            raise ValueError("target holds ignore_index, which --compare-mse does not take")
+        comparison = _compare_mse.compare(case.logits, case.target)
+    with np.errstate(all="ignore"):
+        lines = _compare_mse.report(case.logits, case.target, comparison)
+        check, agree = _compare_mse.torch_check(case.logits, case.target, comparison)
+    print("\n".join([*lines, *check]))
+    if args.plot is not None:
+        _compare_mse.plot(args.plot)
+        print(f"\nwrote {args.plot}")
     return 0 if agree in (True, None) else 1
 
 

@@ -22,18 +22,31 @@ except ModuleNotFoundError as _error:
     ) from None
 
 from softxent.torch._cross_entropy import cross_entropy
+from softxent.torch._elementwise import binary_cross_entropy_with_logits, kl_div, mse_loss
 from softxent.torch._linear_cross_entropy import (
     CHUNK_BYTES,
     default_chunk_size,
     linear_cross_entropy,
 )
-from softxent.torch._modules import CrossEntropyLoss, LinearCrossEntropyLoss
+from softxent.torch._modules import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    KLDivLoss,
+    LinearCrossEntropyLoss,
+    MSELoss,
+)
 
 __all__ = [
     "CHUNK_BYTES",
+    "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "KLDivLoss",
     "LinearCrossEntropyLoss",
+    "MSELoss",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "default_chunk_size",
+    "kl_div",
     "linear_cross_entropy",
+    "mse_loss",
 ]

@@ -17,13 +17,26 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from softxent._validation import Reduction
+from softxent._validation import (
+    KlReduction,
+    Reduction,
+    check_bool,
+    check_kl_reduction,
+    check_reduction,
+)
 from softxent.torch._cross_entropy import cross_entropy_with_options
+from softxent.torch._elementwise import ElementwiseCall, LossName, elementwise_loss
 from softxent.torch._linear_cross_entropy import linear_cross_entropy_with_options
 from softxent.torch._linear_positions import linear_cross_entropy_positions
 from softxent.torch._options import LossOptions, make_options
 
-__all__ = ["CrossEntropyLoss", "LinearCrossEntropyLoss"]
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "KLDivLoss",
+    "LinearCrossEntropyLoss",
+    "MSELoss",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -245,3 +258,102 @@ class LinearCrossEntropyLoss(nn.Module):
         )
         extras = _extras_repr(self, self._EXTRAS)
         return f"{torch_repr}, {extras}" if extras else torch_repr
+
+
+def _elementwise_call(module: nn.Module, loss: LossName) -> ElementwiseCall:
+    """The module's options, validated, read from its attributes now."""
+    if loss == "kl_div":
+        return ElementwiseCall(
+            loss,
+            check_kl_reduction(module.reduction),
+            check_bool(module.log_target, "log_target"),
+        )
+    return ElementwiseCall(loss, check_reduction(module.reduction))
+
+
+class MSELoss(nn.Module):
+    """Module form of :func:`softxent.torch.mse_loss`: a drop-in for ``torch.nn.MSELoss``
+    without the deprecated ``size_average``/``reduce`` (``reduction`` read at every call).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import MSELoss
+    >>> MSELoss(reduction="sum")(torch.tensor([0.5, 2.0]), torch.tensor([1.0, 0.0])).item()
+    4.25
+    """
+
+    __constants__: ClassVar[list[str]] = ["reduction"]
+    reduction: str
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+        _elementwise_call(self, "mse_loss")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = _eager_when_compiled(elementwise_loss)
+        return loss(_elementwise_call(self, "mse_loss"), input, target, None, None)
+
+
+class BCEWithLogitsLoss(nn.Module):
+    """Module form of :func:`softxent.torch.binary_cross_entropy_with_logits`: a drop-in for
+    ``torch.nn.BCEWithLogitsLoss`` without ``size_average``/``reduce``; ``weight`` and
+    ``pos_weight`` are buffers (``None`` when not given), as in torch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import BCEWithLogitsLoss
+    >>> loss_fn = BCEWithLogitsLoss(pos_weight=torch.tensor([3.0]))
+    >>> round(loss_fn(torch.zeros(1, 1), torch.ones(1, 1)).item(), 6)  # 3 log 2
+    2.079442
+    """
+
+    weight: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+    reduction: str
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        reduction: Reduction = "mean",
+        pos_weight: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+        self.reduction = reduction
+        _elementwise_call(self, "binary_cross_entropy_with_logits")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = _eager_when_compiled(elementwise_loss)
+        call = _elementwise_call(self, "binary_cross_entropy_with_logits")
+        return loss(call, input, target, self.weight, self.pos_weight)
+
+
+class KLDivLoss(nn.Module):
+    """Module form of :func:`softxent.torch.kl_div`: a drop-in for ``torch.nn.KLDivLoss``
+    without ``size_average``/``reduce`` (``reduction``, ``log_target`` read at every call).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import KLDivLoss
+    >>> KLDivLoss(reduction="batchmean")(torch.zeros(2, 1), torch.ones(2, 1)).item()
+    0.0
+    """
+
+    __constants__: ClassVar[list[str]] = ["reduction"]
+    reduction: str
+    log_target: bool
+
+    def __init__(self, reduction: KlReduction = "mean", log_target: bool = False) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.log_target = log_target
+        _elementwise_call(self, "kl_div")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = _eager_when_compiled(elementwise_loss)
+        return loss(_elementwise_call(self, "kl_div"), input, target, None, None)

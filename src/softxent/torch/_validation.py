@@ -12,12 +12,13 @@ from typing import Any
 
 import torch
 
-from softxent._validation import class_index_error
+from softxent._validation import class_index_error, operand_shape_error
 
 __all__ = [
     "FLOAT_DTYPES",
     "check_class_index_range",
     "check_class_weight",
+    "check_elementwise_operand",
     "check_float_tensor",
     "check_grad_free",
     "check_linear_layer",
@@ -228,3 +229,35 @@ def check_class_index_range(target: torch.Tensor, num_classes: int, ignore_index
         raise class_index_error(
             "target", position, int(target[position]), num_classes, ignore_index
         )
+
+
+# --------------------------------------------------------------------------- elementwise losses
+
+
+def check_elementwise_operand(
+    tensor: Any, name: str, input: torch.Tensor, of: str, *, broadcast: bool
+) -> torch.Tensor | None:
+    """An operand of an elementwise loss (target, weight, pos_weight): None, or a floating
+    tensor on ``input``'s device with ``input``'s shape or (``broadcast``) one that
+    broadcasts to it; never one that requires grad (its gradient is not computed)."""
+    if tensor is None:
+        return None
+    tensor = check_float_tensor(tensor, name, min_ndim=0)
+    shape = tuple(input.shape)
+    got = tuple(tensor.shape)
+    if got != shape:
+        fits = broadcast
+        if broadcast:
+            try:
+                fits = tuple(torch.broadcast_shapes(got, shape)) == shape
+            except RuntimeError:
+                fits = False
+        if not fits:
+            raise operand_shape_error(name, got, shape, of, broadcast=broadcast)
+    if tensor.device != input.device:
+        raise ValueError(
+            f"{name} is on {tensor.device} but {of} is on {input.device}; "
+            "put them on the same device"
+        )
+    check_grad_free(tensor, name)
+    return tensor
