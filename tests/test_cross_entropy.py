@@ -126,7 +126,7 @@ def test_study_note_example():
     logits64 = STUDY_PRED.astype(np.float64).round(1)
     loss64 = sx.cross_entropy(logits64, STUDY_TARGET)
     assert_close(loss64, torch_cross_entropy(logits64, STUDY_TARGET), np.float64)
-    # The study note's own recipe: softmax, one-hot, -sum(t log p) / N.
+    # The textbook recipe: softmax, one-hot, -sum(t log p) / N.
     p = sx.softmax(STUDY_PRED.astype(np.float64), axis=1)
     naive = -np.sum(sx.one_hot(STUDY_TARGET, 3, dtype=np.float64) * np.log(p)) / 3
     assert_close(sx.cross_entropy(STUDY_PRED.astype(np.float64), STUDY_TARGET), naive, np.float64)
