@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent import _blocks, _kernels
+from softxent import _blocks, _kernels, _native
 from softxent._blocks import RowBlocks
 from softxent._reduction import mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
@@ -160,10 +160,13 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
             grad is not None and grad.dtype != p.ct
         )
         options = _index_options(p)
+        native = _native_index_operands(p, g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
+            if native.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
+                return
             losses[lo:hi] = _kernels.ce_index_block(
                 blocks.block(0, task),
                 p.y[lo:hi],
@@ -183,10 +186,20 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         # q = w ((1 - eps) t + eps / C) = scale * t + offset
         scale = None if (w is None and not eps) else (1.0 - eps) * (1.0 if w is None else w)
         offset = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
+        # The native kernel reads targets of the logits' dtype (the common case).
+        native_prob = p.t.dtype == p.x.dtype and compute_dtype(p.x.dtype) == p.ct
+        per_class = [_per_class(v, num_classes, p.ct) for v in (scale, offset)]
+        g_native = _native.contiguous(g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
+            g_block = g_native[lo:hi] if g_is_rows else g_native
+            if native_prob and _native.ce_prob_block(
+                blocks.block(0, task), blocks.block(1, task), g_block, *per_class,
+                losses[lo:hi], ob,
+            ):  # fmt: skip
+                return
             losses[lo:hi] = _kernels.ce_prob_block(
                 blocks.block(0, task),
                 blocks.block(1, task),
@@ -207,6 +220,47 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     return losses
 
 
+class _NativeIndexOperands:
+    """The per-row and per-class operands of a class-index call, as the native kernel
+    takes them (contiguous, compute dtype), made once per call."""
+
+    def __init__(self, p: _Problem, g_rows) -> None:
+        self.y = _native.contiguous(p.y)
+        self.wy = _native.contiguous(p.wy)
+        self.valid = _native.contiguous(p.valid)
+        self.g = _native.contiguous(g_rows)
+        self.g_is_rows = isinstance(g_rows, np.ndarray)
+        self.class_weight = _native.contiguous(p.class_weight)
+        self.smoothing = p.smoothing
+        self.weight_sum = float(_index_options(p).weight_sum)
+
+    def run(self, xb: np.ndarray, lo: int, hi: int, loss: np.ndarray, grad) -> bool:
+        """Rows ``lo:hi`` (the block ``xb``) into ``loss`` and ``grad``; False if not done."""
+        return _native.ce_index_block(
+            xb,
+            self.y[lo:hi],
+            None if self.wy is None else self.wy[lo:hi],
+            None if self.valid is None else self.valid[lo:hi],
+            self.g[lo:hi] if self.g_is_rows else self.g,
+            self.class_weight,
+            self.smoothing,
+            self.weight_sum,
+            loss,
+            grad,
+        )
+
+
+def _native_index_operands(p: _Problem, g_rows) -> _NativeIndexOperands:
+    return _NativeIndexOperands(p, g_rows)
+
+
+def _per_class(value, num_classes: int, ct: np.dtype) -> np.ndarray | None:
+    """A scalar or (C,) option as a contiguous (C,) array of ``ct`` (None stays None)."""
+    if value is None:
+        return None
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=ct), (num_classes,)))
+
+
 def _index_options(p: _Problem) -> _kernels.IndexOptions:
     weight_sum = p.num_classes if p.class_weight is None else p.class_weight.sum()
     return _kernels.IndexOptions(p.smoothing, p.class_weight, float(weight_sum), p.num_classes)
@@ -223,6 +277,9 @@ def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     is most of the time of a call on a small input.
     """
     shape = p.x.shape
+    losses = np.empty(shape[0], p.ct)
+    if _native_index_operands(p, g_rows).run(p.x, 0, shape[0], losses, grad):
+        return losses
     # In place, the logits must survive the exponentials: rows that overflow are redone.
     if grad is None or grad.dtype != p.ct or grad is p.x:
         work = np.empty(shape, p.ct)
