@@ -153,6 +153,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     grad_index = len(arrays) - 1
     in_place = grad is p.x  # then the logits must survive the exponentials
     g_is_rows = isinstance(g_rows, np.ndarray)
+    native = _native.takes(*arrays)  # then the NumPy kernels' scratch is not needed
 
     if p.t is None:
         # A second scratch block serves weighted smoothing and the float16 gradient store.
@@ -160,12 +161,12 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
             grad is not None and grad.dtype != p.ct
         )
         options = _index_options(p)
-        native = _native_index_operands(p, g_rows)
+        operands = _NativeIndexOperands(p, g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
-            if native.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
+            if native and operands.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
                 return
             losses[lo:hi] = _kernels.ce_index_block(
                 blocks.block(0, task),
@@ -180,14 +181,14 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 options,
             )
 
-        num_scratch = 2 if needs_work2 else 1
+        num_scratch = 0 if native else 2 if needs_work2 else 1
     else:
         eps, num_classes, w = p.smoothing, p.num_classes, p.class_weight
         # q = w ((1 - eps) t + eps / C) = scale * t + offset
         scale = None if (w is None and not eps) else (1.0 - eps) * (1.0 if w is None else w)
         offset = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
         # The native kernel reads targets of the logits' dtype (the common case).
-        native_prob = p.t.dtype == p.x.dtype and compute_dtype(p.x.dtype) == p.ct
+        native = native and p.t.dtype == p.x.dtype and compute_dtype(p.x.dtype) == p.ct
         per_class = [_per_class(v, num_classes, p.ct) for v in (scale, offset)]
         g_native = _native.contiguous(g_rows)
 
@@ -195,7 +196,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
             g_block = g_native[lo:hi] if g_is_rows else g_native
-            if native_prob and _native.ce_prob_block(
+            if native and _native.ce_prob_block(
                 blocks.block(0, task), blocks.block(1, task), g_block, *per_class,
                 losses[lo:hi], ob,
             ):  # fmt: skip
@@ -213,7 +214,7 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
                 offset,
             )
 
-        num_scratch = 3
+        num_scratch = 0 if native else 3
     for_each_block(blocks, p.ct, body, num_scratch)
     if p.valid is not None:
         losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
@@ -250,10 +251,6 @@ class _NativeIndexOperands:
         )
 
 
-def _native_index_operands(p: _Problem, g_rows) -> _NativeIndexOperands:
-    return _NativeIndexOperands(p, g_rows)
-
-
 def _per_class(value, num_classes: int, ct: np.dtype) -> np.ndarray | None:
     """A scalar or (C,) option as a contiguous (C,) array of ``ct`` (None stays None)."""
     if value is None:
@@ -278,7 +275,9 @@ def _run_small(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
     """
     shape = p.x.shape
     losses = np.empty(shape[0], p.ct)
-    if _native_index_operands(p, g_rows).run(p.x, 0, shape[0], losses, grad):
+    if _native.takes(p.x, grad) and _NativeIndexOperands(p, g_rows).run(
+        p.x, 0, shape[0], losses, grad
+    ):
         return losses
     # In place, the logits must survive the exponentials: rows that overflow are redone.
     if grad is None or grad.dtype != p.ct or grad is p.x:

@@ -44,6 +44,24 @@ def kernels() -> str:
     return "numpy" if core is None else str(core.isa())
 
 
+def takes(*arrays: np.ndarray | None) -> bool:
+    """Whether the native kernels run on blocks of these arrays (None entries ignored).
+
+    The same test as the extension's: aligned data and strides that are whole numbers of
+    elements (always true of arrays NumPy allocates). When it holds, callers need no
+    scratch buffers for the NumPy kernels.
+    """
+    if core is None:
+        return False
+    for a in arrays:
+        if a is None:
+            continue
+        size = a.dtype.itemsize
+        if a.ctypes.data % size or any(s % size for s in a.strides):
+            return False
+    return True
+
+
 def contiguous(a):
     """A per-row or per-class operand as the kernels take it: None, a float, or a
     contiguous 1-d array (a copy only when ``a`` is strided)."""
