@@ -78,7 +78,9 @@ LONG_DOUBLE_IS_WIDER = np.finfo(np.longdouble).nmant >= 63
     ("dtype", "low", "high"),
     [(np.float32, -104.0, 88.7), (np.float64, -745.0, 709.7)],
 )
-def test_exp_is_within_one_ulp_over_its_whole_range(isa, dtype, low, high):
+def test_exp_is_within_one_and_a_half_ulp_over_its_whole_range(isa, dtype, low, high):
+    # The kernels promise 1-2 ulp; measured here: float32 0.99 (baseline) and 1.004 (with
+    # fused multiply-adds), float64 0.87.
     if dtype == np.float64 and not LONG_DOUBLE_IS_WIDER:
         pytest.skip("no long double wider than float64 to compare with")
     rng = np.random.default_rng(0)
@@ -92,7 +94,7 @@ def test_exp_is_within_one_ulp_over_its_whole_range(isa, dtype, low, high):
     got = np.empty_like(x)
     core.elementwise(x, got, 0)
     ulps = _ulps(got, np.exp(x.astype(np.longdouble)), dtype)
-    assert float(ulps.max()) <= 1.0, x[np.argmax(ulps)]
+    assert float(ulps.max()) <= 1.5, x[np.argmax(ulps)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -14,26 +14,39 @@
  * log: x = 2^k f with f in [sqrt(2)/2, sqrt(2)), then FreeBSD's e_log.c / e_logf.c.
  * Special values: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(inf) = inf,
  * log(x < 0) = NaN; NaN propagates (comparisons with NaN are false, so the clamps keep it).
+ * Where the instruction set has fused multiply-adds (x86-64-v3 and up) the polynomials use
+ * them explicitly: fewer operations, one rounding less, and the same in vector and scalar
+ * code (only implicit contraction is off).
  */
+
+#undef MADD_F32
+#undef MADD_F64
+#if defined(__FMA__) || defined(__aarch64__)
+#define MADD_F32(a, b, c) __builtin_fmaf((a), (b), (c))
+#define MADD_F64(a, b, c) __builtin_fma((a), (b), (c))
+#else
+#define MADD_F32(a, b, c) ((a) * (b) + (c))
+#define MADD_F64(a, b, c) ((a) * (b) + (c))
+#endif
 
 static ALWAYS_INLINE float NAME(exp_f32)(float x)
 {
     x = sel_f32(x < -104.0f, -104.0f, x); /* exp(-104) rounds to 0 in float */
     x = sel_f32(x > 90.0f, 90.0f, x);     /* exp(90) overflows to inf */
     const float shifter = 0x1.8p23f;
-    float t = x * 1.44269504088896341f + shifter;
+    float t = MADD_F32(x, 1.44269504088896341f, shifter);
     uint32_t k = f32_bits(t) - f32_bits(shifter); /* round(x / ln2) in two's complement */
     float kf = t - shifter;
-    float r = x - kf * 0.693359375f; /* 0.693359375 has 9 bits: exact product */
-    r = r - kf * -2.12194440e-4f;
+    float r = MADD_F32(-kf, 0.693359375f, x); /* 0.693359375 has 9 bits: exact product */
+    r = MADD_F32(-kf, -2.12194440e-4f, r);
     float r2 = r * r;
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r2 + r + 1.0f;
+    p = MADD_F32(p, r, 1.3981999507e-3f);
+    p = MADD_F32(p, r, 8.3334519073e-3f);
+    p = MADD_F32(p, r, 4.1665795894e-2f);
+    p = MADD_F32(p, r, 1.6666665459e-1f);
+    p = MADD_F32(p, r, 5.0000001201e-1f);
+    float y = MADD_F32(p, r2, r) + 1.0f;
     int32_t ki = (int32_t)k;
     int32_t k1 = ki / 2, k2 = ki - k1; /* each in float's normal exponent range */
     float s1 = f32_from_bits((uint32_t)(k1 + 127) << 23);
@@ -46,17 +59,17 @@ static ALWAYS_INLINE double NAME(exp_f64)(double x)
     x = sel_f64(x < -746.0, -746.0, x); /* exp(-746) rounds to 0 */
     x = sel_f64(x > 710.0, 710.0, x);   /* exp(710) overflows to inf */
     const double shifter = 0x1.8p52;
-    double t = x * 1.44269504088896338700e+00 + shifter;
+    double t = MADD_F64(x, 1.44269504088896338700e+00, shifter);
     double kd = t - shifter; /* round(x / ln2) */
-    double hi = x - kd * 6.93147180369123816490e-01; /* 32 trailing zero bits: exact */
+    double hi = MADD_F64(-kd, 6.93147180369123816490e-01, x); /* 32 trailing zero bits: exact */
     double lo = kd * 1.90821492927058770002e-10;
     double r = hi - lo;
     double r2 = r * r;
-    double c = r - r2 * (1.66666666666666019037e-01 +
-                         r2 * (-2.77777777770155933842e-03 +
-                               r2 * (6.61375632143793436117e-05 +
-                                     r2 * (-1.65339022054652515390e-06 +
-                                           r2 * 4.13813679705723846039e-08))));
+    double q = MADD_F64(r2, 4.13813679705723846039e-08, -1.65339022054652515390e-06);
+    q = MADD_F64(r2, q, 6.61375632143793436117e-05);
+    q = MADD_F64(r2, q, -2.77777777770155933842e-03);
+    q = MADD_F64(r2, q, 1.66666666666666019037e-01);
+    double c = MADD_F64(-r2, q, r);
     double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
     /* 2^k as 2^k1 * 2^k2, k1 + k2 = k, each power built from the low bits of k + 1023 +
      * 1.5*2^52 (only 64-bit adds and left shifts: SSE2 and AVX2 have no int64 <-> double
