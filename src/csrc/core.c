@@ -57,7 +57,7 @@ typedef struct {
 #define ISA_ENTRY(label, i)                                                                  \
     {                                                                                        \
         label, {NAME_2(run_f16, i), NAME_2(run_f32, i), NAME_2(run_f64, i)},                 \
-            NAME_2(exp_array_f32, i), NAME_2(exp_array_f64, i), NAME_2(half_array, i)         \
+            NAME_2(elementwise_f32, i), NAME_2(elementwise_f64, i), NAME_2(half_array, i)         \
     }
 
 static const isa_t isas[] = {
@@ -202,25 +202,34 @@ static int same_block(held_t *h, PyObject *obj, const job_t *J, int kind, int wr
     return element_strides(b, rs, cs);
 }
 
-static PyObject *run(const job_t *J, int kind, held_t *h)
+/* Every helper below answers 1 (fine), 0 (a layout the kernels do not take: the caller
+ * falls back to NumPy) or -1 (an error, exception set); `both` combines two answers. */
+static int both(int a, int b) { return a < 0 || b < 0 ? -1 : a && b; }
+
+/* An optional (R, C) output of x's shape and dtype (None: no output). */
+static int optional_out(held_t *h, PyObject *obj, job_t *J, int kind, const char *what)
+{
+    if (obj == Py_None)
+        return 1;
+    return same_block(h, obj, J, kind, 1, what, &J->out, &J->o_rs, &J->o_cs);
+}
+
+/* Run the job when every part was fine, else release the buffers and say why not. */
+static PyObject *finish(held_t *h, int status, const job_t *J, int kind)
 {
     int rc = 0;
-    if (J->rows > 0 && J->classes > 0) {
+    if (status > 0 && J->rows > 0 && J->classes > 0) {
         kernel_fn fn = current->run[kind];
         Py_BEGIN_ALLOW_THREADS
         rc = fn(J);
         Py_END_ALLOW_THREADS
     }
     release(h);
+    if (status < 0)
+        return NULL;
     if (rc < 0)
         return PyErr_NoMemory();
-    Py_RETURN_TRUE;
-}
-
-static PyObject *fallback(held_t *h)
-{
-    release(h);
-    Py_RETURN_FALSE;
+    return PyBool_FromLong(status > 0);
 }
 
 /* ---- Python functions -------------------------------------------------------------- */
@@ -228,43 +237,30 @@ static PyObject *fallback(held_t *h)
 static PyObject *py_softmax(PyObject *self, PyObject *args)
 {
     PyObject *x, *out;
-    int log;
+    int log, kind = 0;
     if (!PyArg_ParseTuple(args, "OOp", &x, &out, &log))
         return NULL;
     held_t h = {.count = 0};
     job_t J = {.op = log ? OP_LOG_SOFTMAX : OP_SOFTMAX};
-    int kind, ok = block(&h, x, &J, &kind);
-    if (ok < 0)
-        goto error;
-    int ok2 = same_block(&h, out, &J, kind, 1, "out", &J.out, &J.o_rs, &J.o_cs);
-    if (ok2 < 0)
-        goto error;
-    if (!ok || !ok2)
-        return fallback(&h);
-    return run(&J, kind, &h);
-error:
-    release(&h);
-    return NULL;
+    int status = block(&h, x, &J, &kind);
+    if (status >= 0)
+        status = both(status, optional_out(&h, out, &J, kind, "out"));
+    return finish(&h, status, &J, kind);
 }
 
 static PyObject *py_logsumexp(PyObject *self, PyObject *args)
 {
     PyObject *x, *result;
+    int kind = 0;
     if (!PyArg_ParseTuple(args, "OO", &x, &result))
         return NULL;
     held_t h = {.count = 0};
     job_t J = {.op = OP_LOGSUMEXP};
-    int kind, ok = block(&h, x, &J, &kind);
-    if (ok < 0)
-        goto error;
-    if (!vector(&h, result, J.rows, compute_kind(kind), "result", (const void **)&J.result, 1))
-        goto error;
-    if (!ok)
-        return fallback(&h);
-    return run(&J, kind, &h);
-error:
-    release(&h);
-    return NULL;
+    int status = block(&h, x, &J, &kind);
+    if (status >= 0 && !vector(&h, result, J.rows, compute_kind(kind), "result",
+                               (const void **)&J.result, 1))
+        status = -1;
+    return finish(&h, status, &J, kind);
 }
 
 /* Upstream gradient: a float, or a (rows,) array of the compute dtype. */
@@ -281,65 +277,46 @@ static PyObject *py_ce_index(PyObject *self, PyObject *args)
 {
     PyObject *x, *y, *wy, *valid, *g, *cw, *loss, *grad;
     double smoothing, weight_sum;
+    int kind = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOddOO", &x, &y, &wy, &valid, &g, &cw, &smoothing,
                           &weight_sum, &loss, &grad))
         return NULL;
     held_t h = {.count = 0};
     job_t J = {.op = OP_CE_INDEX, .smoothing = smoothing, .weight_sum = weight_sum};
-    int kind, ok = block(&h, x, &J, &kind), ok2 = 1;
-    if (ok < 0)
-        goto error;
-    int ck = compute_kind(kind);
-    if (!vector(&h, y, J.rows, K_I64, "y", (const void **)&J.y, 0) ||
-        !vector(&h, wy, J.rows, ck, "wy", &J.wy, 0) ||
-        !vector(&h, valid, J.rows, K_BOOL, "valid", (const void **)&J.valid, 0) ||
-        !upstream(&h, g, &J, ck) ||
-        !vector(&h, cw, J.classes, ck, "class_weight", &J.class_weight, 0) ||
-        !vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1))
-        goto error;
-    if (grad != Py_None) {
-        ok2 = same_block(&h, grad, &J, kind, 1, "grad", &J.out, &J.o_rs, &J.o_cs);
-        if (ok2 < 0)
-            goto error;
-    }
-    if (!ok || !ok2)
-        return fallback(&h);
-    return run(&J, kind, &h);
-error:
-    release(&h);
-    return NULL;
+    int status = block(&h, x, &J, &kind), ck = compute_kind(kind);
+    if (status >= 0 &&
+        !(vector(&h, y, J.rows, K_I64, "y", (const void **)&J.y, 0) &&
+          vector(&h, wy, J.rows, ck, "wy", &J.wy, 0) &&
+          vector(&h, valid, J.rows, K_BOOL, "valid", (const void **)&J.valid, 0) &&
+          upstream(&h, g, &J, ck) &&
+          vector(&h, cw, J.classes, ck, "class_weight", &J.class_weight, 0) &&
+          vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1)))
+        status = -1;
+    if (status >= 0)
+        status = both(status, optional_out(&h, grad, &J, kind, "grad"));
+    return finish(&h, status, &J, kind);
 }
 
 static PyObject *py_ce_prob(PyObject *self, PyObject *args)
 {
     PyObject *x, *t, *g, *scale, *offset, *loss, *grad;
+    int kind = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOO", &x, &t, &g, &scale, &offset, &loss, &grad))
         return NULL;
     held_t h = {.count = 0};
     job_t J = {.op = OP_CE_PROB};
-    int kind, ok = block(&h, x, &J, &kind), ok2 = 1;
-    if (ok < 0)
-        goto error;
-    int ck = compute_kind(kind);
-    int ok3 = same_block(&h, t, &J, kind, 0, "t", (void **)&J.t, &J.t_rs, &J.t_cs);
-    if (ok3 < 0)
-        goto error;
-    if (!upstream(&h, g, &J, ck) ||
-        !vector(&h, scale, J.classes, ck, "scale", &J.scale, 0) ||
-        !vector(&h, offset, J.classes, ck, "offset", &J.offset, 0) ||
-        !vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1))
-        goto error;
-    if (grad != Py_None) {
-        ok2 = same_block(&h, grad, &J, kind, 1, "grad", &J.out, &J.o_rs, &J.o_cs);
-        if (ok2 < 0)
-            goto error;
-    }
-    if (!ok || !ok2 || !ok3)
-        return fallback(&h);
-    return run(&J, kind, &h);
-error:
-    release(&h);
-    return NULL;
+    int status = block(&h, x, &J, &kind), ck = compute_kind(kind);
+    if (status >= 0)
+        status = both(status, same_block(&h, t, &J, kind, 0, "t", (void **)&J.t, &J.t_rs,
+                                         &J.t_cs));
+    if (status >= 0 &&
+        !(upstream(&h, g, &J, ck) && vector(&h, scale, J.classes, ck, "scale", &J.scale, 0) &&
+          vector(&h, offset, J.classes, ck, "offset", &J.offset, 0) &&
+          vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1)))
+        status = -1;
+    if (status >= 0)
+        status = both(status, optional_out(&h, grad, &J, kind, "grad"));
+    return finish(&h, status, &J, kind);
 }
 
 /* elementwise(x, y, func): func 0 exp, 1 log (float32/float64), 2 float32 -> float16 bits,

@@ -58,33 +58,7 @@
 #undef EXPT
 #undef LOGT
 
-/* Element-wise exp and log over contiguous arrays, for the accuracy tests. */
-static void NAME(exp_array_f32)(const float *x, float *y, ptrdiff_t n, int log)
-{
-    if (log) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            y[i] = NAME(log_f32)(x[i]);
-    } else {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            y[i] = NAME(exp_f32)(x[i]);
-    }
-}
-
-static void NAME(exp_array_f64)(const double *x, double *y, ptrdiff_t n, int log)
-{
-    if (log) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            y[i] = NAME(log_f64)(x[i]);
-    } else {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            y[i] = NAME(exp_f64)(x[i]);
-    }
-}
-
+/* float16 <-> float32 over contiguous arrays, for the tests of the conversions. */
 static void NAME(half_array)(const void *x, void *y, ptrdiff_t n, int to_half)
 {
     if (to_half) {

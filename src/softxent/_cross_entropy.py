@@ -190,12 +190,12 @@ def _run(p: _Problem, grad: np.ndarray | None, g_rows) -> np.ndarray:
         # The native kernel reads targets of the logits' dtype (the common case).
         native = native and p.t.dtype == p.x.dtype and compute_dtype(p.x.dtype) == p.ct
         per_class = [_per_class(v, num_classes, p.ct) for v in (scale, offset)]
-        g_native = _native.contiguous(g_rows)
+        g_native = _native.upstream(g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
-            g_block = g_native[lo:hi] if g_is_rows else g_native
+            g_block = g_native[lo:hi] if isinstance(g_native, np.ndarray) else g_native
             if native and _native.ce_prob_block(
                 blocks.block(0, task), blocks.block(1, task), g_block, *per_class,
                 losses[lo:hi], ob,
@@ -225,12 +225,12 @@ class _NativeIndexOperands:
     """The per-row and per-class operands of a class-index call, as the native kernel
     takes them (contiguous, compute dtype), made once per call."""
 
-    def __init__(self, p: _Problem, g_rows) -> None:
-        self.y = _native.contiguous(p.y)
+    def __init__(self, p: _Problem, g_rows: np.ndarray | float | None) -> None:
+        assert p.y is not None  # a class-index problem
+        self.y = np.ascontiguousarray(p.y)
         self.wy = _native.contiguous(p.wy)
         self.valid = _native.contiguous(p.valid)
-        self.g = _native.contiguous(g_rows)
-        self.g_is_rows = isinstance(g_rows, np.ndarray)
+        self.g = _native.upstream(g_rows)
         self.class_weight = _native.contiguous(p.class_weight)
         self.smoothing = p.smoothing
         self.weight_sum = float(_index_options(p).weight_sum)
@@ -242,7 +242,7 @@ class _NativeIndexOperands:
             self.y[lo:hi],
             None if self.wy is None else self.wy[lo:hi],
             None if self.valid is None else self.valid[lo:hi],
-            self.g[lo:hi] if self.g_is_rows else self.g,
+            self.g[lo:hi] if isinstance(self.g, np.ndarray) else self.g,
             self.class_weight,
             self.smoothing,
             self.weight_sum,

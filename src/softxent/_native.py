@@ -62,14 +62,18 @@ def takes(*arrays: np.ndarray | None) -> bool:
     return True
 
 
-def contiguous(a):
-    """A per-row or per-class operand as the kernels take it: None, a float, or a
-    contiguous 1-d array (a copy only when ``a`` is strided)."""
-    if a is None or isinstance(a, float):
-        return a
-    if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
-    return float(a)
+def contiguous(a: np.ndarray | None) -> np.ndarray | None:
+    """A per-row or per-class operand as the kernels take it: None or a contiguous 1-d
+    array (a copy only when ``a`` is strided)."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
+    """The upstream gradient as the kernels take it: a float (0 for a forward call, None)
+    or a contiguous (rows,) array."""
+    if isinstance(g, np.ndarray):
+        return np.ascontiguousarray(g)
+    return 0.0 if g is None else float(g)
 
 
 def softmax_block(xb: np.ndarray, ob: np.ndarray, *, log: bool) -> bool:
@@ -82,7 +86,18 @@ def logsumexp_block(xb: np.ndarray, result: np.ndarray) -> bool:
     return core is not None and core.logsumexp(xb, result)
 
 
-def ce_index_block(xb, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad) -> bool:
+def ce_index_block(
+    xb: np.ndarray,
+    y: np.ndarray,
+    wy: np.ndarray | None,
+    valid: np.ndarray | None,
+    g: np.ndarray | float,
+    class_weight: np.ndarray | None,
+    smoothing: float,
+    weight_sum: float,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+) -> bool:
     """Class-index cross-entropy of a block into ``loss`` (and its gradient into ``grad``
     unless None), the arguments as in ``softxent._kernels.ce_index_block``; ignored rows
     get a loss and a gradient of exactly 0. False if not done."""
@@ -91,7 +106,15 @@ def ce_index_block(xb, y, wy, valid, g, class_weight, smoothing, weight_sum, los
     )
 
 
-def ce_prob_block(xb, tb, g, scale, offset, loss, grad) -> bool:
+def ce_prob_block(
+    xb: np.ndarray,
+    tb: np.ndarray,
+    g: np.ndarray | float,
+    scale: np.ndarray | None,
+    offset: np.ndarray | None,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+) -> bool:
     """Probability-target cross-entropy of a block with ``q = scale * t + offset``
     (``scale``, ``offset``: (C,) arrays or None), as ``softxent._kernels.ce_prob_block``.
     ``tb`` must have ``xb``'s dtype. False if not done."""
