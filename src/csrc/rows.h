@@ -475,29 +475,46 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             ls[r] = LOGT(s[r]);
+        /* Per-row inputs into lanes (padding rows get harmless values), then the losses and
+         * the gradient's per-row factors, in vector lanes too. */
         const unsigned char *valid = J->valid ? J->valid + i0 : NULL;
-        for (ptrdiff_t r = 0; r < n; r++) {
-            T log_s = ls[r];
-            T g = G ? G[i0 + r] : (T)J->g_scalar;
-            if (prob) {
-                loss[i0 + r] = sum_q[r] * log_s - dot[r];
-                k[r] = g * sum_q[r] / s[r];
-                hit[r] = g; /* grad = p (g sum q) / s - q g */
-                continue;
-            }
-            if (valid && !valid[r]) {
-                loss[i0 + r] = 0;
-                k[r] = hit[r] = spread[r] = 0;
-                continue;
-            }
-            T nll = log_s + (m[r] - x_y[r]);
-            T wt = wy ? wy[i0 + r] : (T)1;
-            loss[i0 + r] = eps != 0 ? keep * (wt * nll) + eps_c * (W * log_s - dot[r]) : wt * nll;
-            hit[r] = eps != 0 ? g * (keep * wt) : g * wt;
-            T coef = eps != 0 ? hit[r] + g * eps_w_c : hit[r];
-            k[r] = coef / s[r];
-            spread[r] = g * eps_c;
+        T gt[TL], wt[TL], ok[TL], lt[TL];
+        for (int r = 0; r < TL; r++) {
+            int in = r < n;
+            gt[r] = G && in ? G[i0 + r] : (T)J->g_scalar;
+            wt[r] = wy && in ? wy[i0 + r] : (T)1;
+            ok[r] = valid && in ? (T)valid[r] : (T)1;
         }
+        if (prob) { /* loss = (sum q) log s - sum q (x - m); grad = p (g sum q) / s - q g */
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                lt[r] = sum_q[r] * ls[r] - dot[r];
+                k[r] = gt[r] * sum_q[r] / s[r];
+                hit[r] = gt[r];
+            }
+        } else if (eps != 0) {
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                T nll = ls[r] + (m[r] - x_y[r]);
+                T h = gt[r] * (keep * wt[r]);
+                int use = ok[r] != 0; /* ignored rows: loss and factors exactly 0 */
+                lt[r] = SEL(use, keep * (wt[r] * nll) + eps_c * (W * ls[r] - dot[r]), (T)0);
+                k[r] = SEL(use, (h + gt[r] * eps_w_c) / s[r], (T)0);
+                hit[r] = SEL(use, h, (T)0);
+                spread[r] = SEL(use, gt[r] * eps_c, (T)0);
+            }
+        } else {
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                T nll = ls[r] + (m[r] - x_y[r]);
+                T h = gt[r] * wt[r];
+                int use = ok[r] != 0;
+                lt[r] = SEL(use, wt[r] * nll, (T)0);
+                k[r] = SEL(use, h / s[r], (T)0);
+                hit[r] = SEL(use, h, (T)0);
+            }
+        }
+        memcpy(loss + i0, lt, (size_t)n * sizeof(T));
         if (!O)
             continue;
         for (ptrdiff_t c = 0; c < C; c++) {
@@ -529,6 +546,22 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
 }
 
 #undef TL
+
+#if SAME
+/* exp (or log) of each entry of a contiguous array, for the accuracy tests. */
+static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int log)
+{
+    if (log) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = LOGT(x[i]);
+    } else {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = EXPT(x[i]);
+    }
+}
+#endif
 
 /* ---- entry ------------------------------------------------------------------------ */
 
