@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent import _blocks, _kernels
+from softxent import _blocks, _kernels, _native
 from softxent._blocks import RowBlocks
 from softxent._reduction import Loss, mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
@@ -171,6 +171,7 @@ def row_losses(
     grad_index = len(arrays) - 1
     in_place = grad is x  # then the logits must survive the exponentials
     g_is_rows = isinstance(g_rows, np.ndarray)
+    native = _native.takes(*arrays)  # then the NumPy kernels' scratch is not needed
 
     if p.t is None:
         # A second scratch block serves weighted smoothing and the float16 gradient store.
@@ -178,10 +179,13 @@ def row_losses(
             grad is not None and grad.dtype != p.ct
         )
         options = _index_options(p)
+        operands = _NativeIndexOperands(p, g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
+            if native and operands.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
+                return
             losses[lo:hi] = _kernels.ce_index_block(
                 blocks.block(0, task),
                 p.y[lo:hi],
@@ -195,16 +199,26 @@ def row_losses(
                 options,
             )
 
-        num_scratch = 2 if needs_work2 else 1
+        num_scratch = 0 if native else 2 if needs_work2 else 1
     else:
         eps, num_classes, w = p.smoothing, p.num_classes, p.class_weight
         # q = w ((1 - eps) t + eps / C) = scale * t + offset
         scale = None if (w is None and not eps) else (1.0 - eps) * (1.0 if w is None else w)
         offset = None if not eps else (eps / num_classes) * (1.0 if w is None else w)
+        # The native kernel reads targets of the logits' dtype (the common case).
+        native = native and p.t.dtype == x.dtype and compute_dtype(x.dtype) == p.ct
+        per_class = [_per_class(v, num_classes, p.ct) for v in (scale, offset)]
+        g_native = _native.upstream(g_rows)
 
         def body(task, scratch, consts):
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
+            g_block = g_native[lo:hi] if isinstance(g_native, np.ndarray) else g_native
+            if native and _native.ce_prob_block(
+                blocks.block(0, task), blocks.block(1, task), g_block, *per_class,
+                losses[lo:hi], ob,
+            ):  # fmt: skip
+                return
             losses[lo:hi] = _kernels.ce_prob_block(
                 blocks.block(0, task),
                 blocks.block(1, task),
@@ -218,7 +232,7 @@ def row_losses(
                 offset,
             )
 
-        num_scratch = 3
+        num_scratch = 0 if native else 3
     for_each_block(blocks, p.ct, body, num_scratch)
     if p.valid is not None:
         losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
@@ -239,6 +253,43 @@ def row_grad_scale(
     return (1.0 if g is None else float(g)) * mean_scale(p.reduction, p.denominator)
 
 
+class _NativeIndexOperands:
+    """The per-row and per-class operands of a class-index call, as the native kernel
+    takes them (contiguous, compute dtype), made once per call."""
+
+    def __init__(self, p: CrossEntropyTargets, g_rows: np.ndarray | float | None) -> None:
+        assert p.y is not None  # a class-index problem
+        self.y = np.ascontiguousarray(p.y)
+        self.wy = _native.contiguous(p.wy)
+        self.valid = _native.contiguous(p.valid)
+        self.g = _native.upstream(g_rows)
+        self.class_weight = _native.contiguous(p.class_weight)
+        self.smoothing = p.smoothing
+        self.weight_sum = float(_index_options(p).weight_sum)
+
+    def run(self, xb: np.ndarray, lo: int, hi: int, loss: np.ndarray, grad) -> bool:
+        """Rows ``lo:hi`` (the block ``xb``) into ``loss`` and ``grad``; False if not done."""
+        return _native.ce_index_block(
+            xb,
+            self.y[lo:hi],
+            None if self.wy is None else self.wy[lo:hi],
+            None if self.valid is None else self.valid[lo:hi],
+            self.g[lo:hi] if isinstance(self.g, np.ndarray) else self.g,
+            self.class_weight,
+            self.smoothing,
+            self.weight_sum,
+            loss,
+            grad,
+        )
+
+
+def _per_class(value, num_classes: int, ct: np.dtype) -> np.ndarray | None:
+    """A scalar or (C,) option as a contiguous (C,) array of ``ct`` (None stays None)."""
+    if value is None:
+        return None
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=ct), (num_classes,)))
+
+
 def _index_options(p: CrossEntropyTargets) -> _kernels.IndexOptions:
     weight_sum = p.num_classes if p.class_weight is None else p.class_weight.sum()
     return _kernels.IndexOptions(p.smoothing, p.class_weight, float(weight_sum), p.num_classes)
@@ -257,6 +308,11 @@ def _run_small(
     is most of the time of a call on a small input.
     """
     shape = x.shape
+    losses = np.empty(shape[0], p.ct)
+    if _native.takes(x, grad) and _NativeIndexOperands(p, g_rows).run(
+        x, 0, shape[0], losses, grad
+    ):
+        return losses
     # In place, the logits must survive the exponentials: rows that overflow are redone.
     if grad is None or grad.dtype != p.ct or grad is x:
         work = np.empty(shape, p.ct)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from softxent import _kernels
+from softxent import _kernels, _native
 from softxent._blocks import RowBlocks
 from softxent._rowwise import compute_dtype, for_each_block
 from softxent._validation import as_float_array, normalize_axis
@@ -119,14 +119,19 @@ def _map_rows(x: ArrayLike, axis: int, op: str) -> np.ndarray:
     ct = compute_dtype(array.dtype)
     blocks = RowBlocks([array, out], axis)
 
+    log = op == "log_softmax"
+    native = _native.takes(array, out)  # then the NumPy kernels' scratch is not needed
+
     def body(task, scratch, consts):
         xb, ob = blocks.block(0, task), blocks.block(1, task)
-        if op == "softmax":
+        if native and _native.softmax_block(xb, ob, log=log):
+            return
+        if not log:
             _kernels.softmax_block(xb, ob, scratch[0], scratch[1], consts)
         else:
             _kernels.log_softmax_block(xb, ob, scratch[0], scratch[1], consts)
 
-    for_each_block(blocks, ct, body, num_scratch=2)
+    for_each_block(blocks, ct, body, num_scratch=0 if native else 2)
     return out
 
 
@@ -196,13 +201,15 @@ def logsumexp(
         blocks = RowBlocks([rows], rows.ndim - 1)
         flat = result.reshape(-1)
 
+        native = _native.takes(rows)
+
         def body(task, scratch, consts):
             xb = blocks.block(0, task)
-            flat[task.row0 : task.row0 + xb.shape[0]] = _kernels.logsumexp_block(
-                xb, scratch[0], consts
-            )
+            result_rows = flat[task.row0 : task.row0 + xb.shape[0]]
+            if not (native and _native.logsumexp_block(xb, result_rows)):
+                result_rows[...] = _kernels.logsumexp_block(xb, scratch[0], consts)
 
-        for_each_block(blocks, ct, body, num_scratch=1)
+        for_each_block(blocks, ct, body, num_scratch=0 if native else 1)
     result = result.astype(array.dtype, copy=False)
     if keepdims:
         result = result.reshape(kept_shape)

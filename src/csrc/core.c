@@ -1,0 +1,422 @@
+/* softxent._core: the native row kernels behind softxent's NumPy functions.
+ *
+ * Design (the reasons, once):
+ * - One pass per row where the maths allows it, every later pass reading the row from
+ *   cache; float16 is converted in the kernel, never materialized as a float32 copy.
+ * - Plain C and the CPython buffer protocol: no build dependency beyond a C compiler, no
+ *   NumPy headers (the blocks arrive as strided buffers; Python validates everything).
+ * - The same kernel source is compiled for several instruction sets (AVX-512, AVX2+FMA,
+ *   and the platform baseline, which is SSE2 on x86-64 and NEON on arm64); the widest the
+ *   CPU supports is picked at import. Never -march=native, never -ffast-math: NaN and inf
+ *   follow torch's semantics, and `#pragma omp simd` reductions vectorize without it.
+ * - Kernels release the GIL; softxent's thread pool runs blocks in parallel. Every row is
+ *   computed alone, so results do not depend on blocks or threads.
+ * - A call returns False, doing nothing, for a layout it does not take (a stride that is
+ *   not a whole number of elements, a misaligned buffer): the caller falls back to the
+ *   NumPy kernels, which are also the reference these kernels are tested against.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+#include "job.h"
+
+#define NAME_3(f, i) f##_##i
+#define NAME_2(f, i) NAME_3(f, i)
+#define NAME(f) NAME_2(f, ISA)
+
+#define ISA base
+#include "isa.h"
+#undef ISA
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+    && !defined(SOFTXENT_BASELINE_ONLY)
+#define SOFTXENT_X86_LEVELS 1
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#define ISA v3
+#include "isa.h"
+#undef ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4,prefer-vector-width=512")
+#define ISA v4
+#include "isa.h"
+#undef ISA
+#pragma GCC pop_options
+#endif
+
+typedef struct {
+    const char *name;
+    kernel_fn run[3]; /* by storage dtype: float16, float32, float64 */
+    void (*exp_f32)(const float *, float *, ptrdiff_t, int);
+    void (*exp_f64)(const double *, double *, ptrdiff_t, int);
+    void (*half)(const void *, void *, ptrdiff_t, int);
+} isa_t;
+
+#define ISA_ENTRY(label, i)                                                                  \
+    {                                                                                        \
+        label, {NAME_2(run_f16, i), NAME_2(run_f32, i), NAME_2(run_f64, i)},                 \
+            NAME_2(elementwise_f32, i), NAME_2(elementwise_f64, i), NAME_2(half_array, i)         \
+    }
+
+static const isa_t isas[] = {
+    ISA_ENTRY("baseline", base),
+#ifdef SOFTXENT_X86_LEVELS
+    ISA_ENTRY("x86-64-v3", v3),
+    ISA_ENTRY("x86-64-v4", v4),
+#endif
+};
+#define NUM_ISAS ((int)(sizeof(isas) / sizeof(isas[0])))
+
+static int supported = 1; /* how many entries of isas this CPU runs */
+static const isa_t *current = &isas[0];
+
+static void detect(void)
+{
+#ifdef SOFTXENT_X86_LEVELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v3"))
+        supported = 2;
+    if (__builtin_cpu_supports("x86-64-v4"))
+        supported = 3;
+#endif
+    current = &isas[supported - 1];
+}
+
+/* ---- buffers ------------------------------------------------------------------------ */
+
+enum kind { K_F16, K_F32, K_F64, K_I64, K_BOOL, K_OTHER };
+
+static int kind_of(const Py_buffer *b)
+{
+    const char *f = b->format ? b->format : "B";
+    while (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    if (f[0] && f[1])
+        return K_OTHER;
+    switch (f[0]) {
+    case 'e': return b->itemsize == 2 ? K_F16 : K_OTHER;
+    case 'f': return b->itemsize == 4 ? K_F32 : K_OTHER;
+    case 'd': return b->itemsize == 8 ? K_F64 : K_OTHER;
+    case 'l': case 'q': return b->itemsize == 8 ? K_I64 : K_OTHER;
+    case '?': return b->itemsize == 1 ? K_BOOL : K_OTHER;
+    }
+    return K_OTHER;
+}
+
+typedef struct {
+    Py_buffer views[8];
+    int count;
+} held_t;
+
+static void release(held_t *h)
+{
+    while (h->count > 0)
+        PyBuffer_Release(&h->views[--h->count]);
+}
+
+/* Get obj's buffer (ndim dimensions); NULL with an exception set on failure. */
+static Py_buffer *hold(held_t *h, PyObject *obj, int ndim, int writable, const char *what)
+{
+    Py_buffer *b = &h->views[h->count];
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, b, flags) < 0)
+        return NULL;
+    h->count++;
+    if (b->ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions, got %d", what, ndim,
+                     b->ndim);
+        return NULL;
+    }
+    return b;
+}
+
+/* Element strides of b, or 0 when b's layout is not one the kernels take. */
+static int element_strides(const Py_buffer *b, ptrdiff_t *rs, ptrdiff_t *cs)
+{
+    if ((uintptr_t)b->buf % (uintptr_t)b->itemsize)
+        return 0;
+    for (int d = 0; d < b->ndim; d++)
+        if (b->strides[d] % b->itemsize)
+            return 0;
+    *rs = b->strides[0] / b->itemsize;
+    if (cs)
+        *cs = b->ndim > 1 ? b->strides[1] / b->itemsize : 0;
+    return 1;
+}
+
+static int compute_kind(int k) { return k == K_F64 ? K_F64 : K_F32; }
+
+/* An optional contiguous 1-d array of n entries of kind k; 1 when ok (or None). */
+static int vector(held_t *h, PyObject *obj, Py_ssize_t n, int k, const char *what,
+                  const void **ptr, int writable)
+{
+    *ptr = NULL;
+    if (obj == Py_None)
+        return 1;
+    Py_buffer *b = hold(h, obj, 1, writable, what);
+    if (!b)
+        return 0;
+    if (kind_of(b) != k || b->shape[0] != n) {
+        PyErr_Format(PyExc_ValueError, "%s must be a 1-d array of %zd entries of the "
+                     "compute dtype", what, n);
+        return 0;
+    }
+    if (n > 1 && b->strides[0] != b->itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s must be contiguous", what);
+        return 0;
+    }
+    *ptr = b->buf;
+    return 1;
+}
+
+/* x (R, C) and, when given, a same-shaped, same-dtype array `other`. */
+static int block(held_t *h, PyObject *obj, job_t *J, int *kind)
+{
+    Py_buffer *b = hold(h, obj, 2, 0, "x");
+    if (!b)
+        return -1;
+    *kind = kind_of(b);
+    if (*kind > K_F64) {
+        PyErr_SetString(PyExc_TypeError, "x must be float16, float32 or float64");
+        return -1;
+    }
+    J->rows = b->shape[0];
+    J->classes = b->shape[1];
+    J->x = b->buf;
+    return element_strides(b, &J->x_rs, &J->x_cs);
+}
+
+static int same_block(held_t *h, PyObject *obj, const job_t *J, int kind, int writable,
+                      const char *what, void **ptr, ptrdiff_t *rs, ptrdiff_t *cs)
+{
+    Py_buffer *b = hold(h, obj, 2, writable, what);
+    if (!b)
+        return -1;
+    if (kind_of(b) != kind || b->shape[0] != J->rows || b->shape[1] != J->classes) {
+        PyErr_Format(PyExc_ValueError, "%s must have the shape and dtype of x", what);
+        return -1;
+    }
+    *ptr = b->buf;
+    return element_strides(b, rs, cs);
+}
+
+/* Every helper below answers 1 (fine), 0 (a layout the kernels do not take: the caller
+ * falls back to NumPy) or -1 (an error, exception set); `both` combines two answers. */
+static int both(int a, int b) { return a < 0 || b < 0 ? -1 : a && b; }
+
+/* An optional (R, C) output of x's shape and dtype (None: no output). */
+static int optional_out(held_t *h, PyObject *obj, job_t *J, int kind, const char *what)
+{
+    if (obj == Py_None)
+        return 1;
+    return same_block(h, obj, J, kind, 1, what, &J->out, &J->o_rs, &J->o_cs);
+}
+
+/* Run the job when every part was fine, else release the buffers and say why not. */
+static PyObject *finish(held_t *h, int status, const job_t *J, int kind)
+{
+    int rc = 0;
+    if (status > 0 && J->rows > 0 && J->classes > 0) {
+        kernel_fn fn = current->run[kind];
+        Py_BEGIN_ALLOW_THREADS
+        rc = fn(J);
+        Py_END_ALLOW_THREADS
+    }
+    release(h);
+    if (status < 0)
+        return NULL;
+    if (rc < 0)
+        return PyErr_NoMemory();
+    return PyBool_FromLong(status > 0);
+}
+
+/* ---- Python functions -------------------------------------------------------------- */
+
+static PyObject *py_softmax(PyObject *self, PyObject *args)
+{
+    PyObject *x, *out;
+    int log, kind = 0;
+    if (!PyArg_ParseTuple(args, "OOp", &x, &out, &log))
+        return NULL;
+    held_t h = {.count = 0};
+    job_t J = {.op = log ? OP_LOG_SOFTMAX : OP_SOFTMAX};
+    int status = block(&h, x, &J, &kind);
+    if (status >= 0)
+        status = both(status, optional_out(&h, out, &J, kind, "out"));
+    return finish(&h, status, &J, kind);
+}
+
+static PyObject *py_logsumexp(PyObject *self, PyObject *args)
+{
+    PyObject *x, *result;
+    int kind = 0;
+    if (!PyArg_ParseTuple(args, "OO", &x, &result))
+        return NULL;
+    held_t h = {.count = 0};
+    job_t J = {.op = OP_LOGSUMEXP};
+    int status = block(&h, x, &J, &kind);
+    if (status >= 0 && !vector(&h, result, J.rows, compute_kind(kind), "result",
+                               (const void **)&J.result, 1))
+        status = -1;
+    return finish(&h, status, &J, kind);
+}
+
+/* Upstream gradient: a float, or a (rows,) array of the compute dtype. */
+static int upstream(held_t *h, PyObject *g, job_t *J, int ck)
+{
+    if (PyFloat_Check(g) || PyLong_Check(g)) {
+        J->g_scalar = PyFloat_AsDouble(g);
+        return !PyErr_Occurred();
+    }
+    return vector(h, g, J->rows, ck, "g", &J->g, 0);
+}
+
+static PyObject *py_ce_index(PyObject *self, PyObject *args)
+{
+    PyObject *x, *y, *wy, *valid, *g, *cw, *loss, *grad;
+    double smoothing, weight_sum;
+    int kind = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOddOO", &x, &y, &wy, &valid, &g, &cw, &smoothing,
+                          &weight_sum, &loss, &grad))
+        return NULL;
+    held_t h = {.count = 0};
+    job_t J = {.op = OP_CE_INDEX, .smoothing = smoothing, .weight_sum = weight_sum};
+    int status = block(&h, x, &J, &kind), ck = compute_kind(kind);
+    if (status >= 0 &&
+        !(vector(&h, y, J.rows, K_I64, "y", (const void **)&J.y, 0) &&
+          vector(&h, wy, J.rows, ck, "wy", &J.wy, 0) &&
+          vector(&h, valid, J.rows, K_BOOL, "valid", (const void **)&J.valid, 0) &&
+          upstream(&h, g, &J, ck) &&
+          vector(&h, cw, J.classes, ck, "class_weight", &J.class_weight, 0) &&
+          vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1)))
+        status = -1;
+    if (status >= 0)
+        status = both(status, optional_out(&h, grad, &J, kind, "grad"));
+    return finish(&h, status, &J, kind);
+}
+
+static PyObject *py_ce_prob(PyObject *self, PyObject *args)
+{
+    PyObject *x, *t, *g, *scale, *offset, *loss, *grad;
+    int kind = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &x, &t, &g, &scale, &offset, &loss, &grad))
+        return NULL;
+    held_t h = {.count = 0};
+    job_t J = {.op = OP_CE_PROB};
+    int status = block(&h, x, &J, &kind), ck = compute_kind(kind);
+    if (status >= 0)
+        status = both(status, same_block(&h, t, &J, kind, 0, "t", (void **)&J.t, &J.t_rs,
+                                         &J.t_cs));
+    if (status >= 0 &&
+        !(upstream(&h, g, &J, ck) && vector(&h, scale, J.classes, ck, "scale", &J.scale, 0) &&
+          vector(&h, offset, J.classes, ck, "offset", &J.offset, 0) &&
+          vector(&h, loss, J.rows, ck, "loss", (const void **)&J.result, 1)))
+        status = -1;
+    if (status >= 0)
+        status = both(status, optional_out(&h, grad, &J, kind, "grad"));
+    return finish(&h, status, &J, kind);
+}
+
+/* elementwise(x, y, func): func 0 exp, 1 log (float32/float64), 2 float32 -> float16 bits,
+ * 3 float16 -> float32; contiguous 1-d arrays. For tests of the element functions. */
+static PyObject *py_elementwise(PyObject *self, PyObject *args)
+{
+    PyObject *x, *y;
+    int func;
+    if (!PyArg_ParseTuple(args, "OOi", &x, &y, &func))
+        return NULL;
+    held_t h = {.count = 0};
+    Py_buffer *bx = hold(&h, x, 1, 0, "x"), *by = bx ? hold(&h, y, 1, 1, "y") : NULL;
+    if (!by)
+        goto error;
+    int kx = kind_of(bx), ky = kind_of(by);
+    ptrdiff_t n = bx->shape[0];
+    if (by->shape[0] != n || (n > 1 && (bx->strides[0] != bx->itemsize ||
+                                        by->strides[0] != by->itemsize))) {
+        PyErr_SetString(PyExc_ValueError, "x and y must be contiguous and of one length");
+        goto error;
+    }
+    if (func <= 1 && kx == K_F32 && ky == K_F32)
+        current->exp_f32(bx->buf, by->buf, n, func);
+    else if (func <= 1 && kx == K_F64 && ky == K_F64)
+        current->exp_f64(bx->buf, by->buf, n, func);
+    else if (func == 2 && kx == K_F32 && by->itemsize == 2)
+        current->half(bx->buf, by->buf, n, 1);
+    else if (func == 3 && bx->itemsize == 2 && ky == K_F32)
+        current->half(bx->buf, by->buf, n, 0);
+    else {
+        PyErr_SetString(PyExc_TypeError, "unsupported dtypes for this function");
+        goto error;
+    }
+    release(&h);
+    Py_RETURN_NONE;
+error:
+    release(&h);
+    return NULL;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *noargs)
+{
+    return PyUnicode_FromString(current->name);
+}
+
+static PyObject *py_isas(PyObject *self, PyObject *noargs)
+{
+    PyObject *names = PyTuple_New(supported);
+    if (!names)
+        return NULL;
+    for (int i = 0; i < supported; i++) {
+        PyObject *s = PyUnicode_FromString(isas[i].name);
+        if (!s) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, i, s);
+    }
+    return names;
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name)
+        return NULL;
+    for (int i = 0; i < supported; i++) {
+        if (strcmp(isas[i].name, name) == 0) {
+            current = &isas[i];
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "instruction set %R is not one this CPU runs", arg);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"softmax", py_softmax, METH_VARARGS,
+     "softmax(x, out, log) -> bool: softmax (log_softmax if log) of each row of x."},
+    {"logsumexp", py_logsumexp, METH_VARARGS,
+     "logsumexp(x, result) -> bool: log sum exp of each row of x into result."},
+    {"ce_index", py_ce_index, METH_VARARGS,
+     "ce_index(x, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad) -> bool"},
+    {"ce_prob", py_ce_prob, METH_VARARGS,
+     "ce_prob(x, t, g, scale, offset, loss, grad) -> bool"},
+    {"elementwise", py_elementwise, METH_VARARGS,
+     "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3)."},
+    {"isa", py_isa, METH_NOARGS, "isa() -> str: the instruction set the kernels run."},
+    {"isas", py_isas, METH_NOARGS, "isas() -> tuple: the instruction sets this CPU runs."},
+    {"set_isa", py_set_isa, METH_O, "set_isa(name): run the kernels built for `name`."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_core", "softxent's native row kernels.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    detect();
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,73 @@
+/* One instruction set's kernels: the element functions, then the row kernels for each
+ * storage dtype (float16 and float32 computed in float, float64 in double). The includer
+ * defines NAME(f), which appends the instruction set's suffix. */
+
+#include "mathfuncs.h"
+
+#define SAME 1
+#define S float
+#define T float
+#define SFX f32
+#define LD(v) (v)
+#define ST(v) (v)
+#define EXPT NAME(exp_f32)
+#define LOGT NAME(log_f32)
+#define SEL sel_f32
+#include "rows.h"
+#undef S
+#undef T
+#undef SFX
+#undef EXPT
+#undef LOGT
+#undef SEL
+
+#define S double
+#define T double
+#define SFX f64
+#define EXPT NAME(exp_f64)
+#define LOGT NAME(log_f64)
+#define SEL sel_f64
+#include "rows.h"
+#undef S
+#undef T
+#undef SFX
+#undef LD
+#undef ST
+#undef SAME
+#undef EXPT
+#undef LOGT
+#undef SEL
+
+#define SAME 0
+#define S uint16_t
+#define T float
+#define SFX f16
+#define LD(v) NAME(half_to_f32)(v)
+#define ST(v) NAME(f32_to_half)(v)
+#define EXPT NAME(exp_f32)
+#define LOGT NAME(log_f32)
+#define SEL sel_f32
+#include "rows.h"
+#undef S
+#undef T
+#undef SFX
+#undef SEL
+#undef LD
+#undef ST
+#undef SAME
+#undef EXPT
+#undef LOGT
+
+/* float16 <-> float32 over contiguous arrays, for the tests of the conversions. */
+static void NAME(half_array)(const void *x, void *y, ptrdiff_t n, int to_half)
+{
+    if (to_half) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            ((uint16_t *)y)[i] = NAME(f32_to_half)(((const float *)x)[i]);
+    } else {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            ((float *)y)[i] = NAME(half_to_f32)(((const uint16_t *)x)[i]);
+    }
+}

@@ -1,0 +1,78 @@
+/* What the Python side asks of one (rows, C) block, and the helpers every kernel shares. */
+#ifndef SOFTXENT_JOB_H
+#define SOFTXENT_JOB_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum op { OP_SOFTMAX, OP_LOG_SOFTMAX, OP_LOGSUMEXP, OP_CE_INDEX, OP_CE_PROB };
+
+/* Strides are in elements. Per-row arrays (y, wy, valid, g, loss) and per-class arrays
+ * (class_weight, scale, offset) are contiguous; the floating ones hold the compute type
+ * (float for float16 and float32 blocks, double for float64). */
+typedef struct {
+    int op;
+    ptrdiff_t rows, classes;
+    const void *x;
+    ptrdiff_t x_rs, x_cs;
+    void *out; /* softmax/log_softmax output, or the gradient (NULL: no gradient) */
+    ptrdiff_t o_rs, o_cs;
+    const void *t; /* probability targets, the dtype of x */
+    ptrdiff_t t_rs, t_cs;
+    const int64_t *y;            /* (rows,) class index; ignored rows hold 0 */
+    const void *wy;              /* (rows,) weight of the target, NULL: all ones */
+    const unsigned char *valid;  /* (rows,) bool, NULL: all valid */
+    const void *g;               /* (rows,) upstream gradient, NULL: g_scalar */
+    double g_scalar;
+    const void *class_weight; /* (C,) or NULL: all ones */
+    const void *scale;        /* (C,) or NULL: 1 */
+    const void *offset;       /* (C,) or NULL: 0 */
+    double smoothing, weight_sum;
+    void *result; /* (rows,) loss or logsumexp */
+} job_t;
+
+typedef int (*kernel_fn)(const job_t *);
+
+#if defined(_MSC_VER)
+#include <malloc.h>
+#define ALWAYS_INLINE __forceinline
+#define aligned_alloc(alignment, size) _aligned_malloc((size), (alignment))
+#define aligned_free _aligned_free
+#else
+#include <stdlib.h>
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define aligned_free free
+#endif
+
+static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint64_t f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
+static inline double f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }
+
+/* c ? a : b as bit operations. GCC turns a ternary with a constant operand into a branch
+ * (it propagates the constant through the rest of the function), and a branch stops the
+ * loop from being vectorized; masks keep it straight-line code. */
+static inline uint32_t sel_u32(int c, uint32_t a, uint32_t b)
+{
+    uint32_t m = (uint32_t)0 - (uint32_t)(c != 0);
+    return (a & m) | (b & ~m);
+}
+static inline float sel_f32(int c, float a, float b)
+{
+    uint32_t m = (uint32_t)0 - (uint32_t)(c != 0);
+    return f32_from_bits((f32_bits(a) & m) | (f32_bits(b) & ~m));
+}
+static inline double sel_f64(int c, double a, double b)
+{
+    uint64_t m = (uint64_t)0 - (uint64_t)(c != 0);
+    return f64_from_bits((f64_bits(a) & m) | (f64_bits(b) & ~m));
+}
+
+/* Rows with at most this many classes are computed NARROW_TILE at a time, transposed so
+ * that the vector lanes run across rows; longer rows are vectorized along the row. */
+#define NARROW_MAX_CLASSES 32
+#define NARROW_TILE 64
+
+#endif

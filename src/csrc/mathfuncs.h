@@ -1,0 +1,166 @@
+/* Element functions that the compiler vectorizes: exp, log and float16 conversions.
+ *
+ * Included once per instruction set by isa.h (NAME() appends that set's suffix), so the
+ * same source compiles to AVX-512, AVX2 and baseline code. Every function is built from
+ * +, -, *, / and bit operations only: a libm call per element would stop vectorization.
+ * The build uses -ffp-contract=off, so a lane of a vector loop rounds exactly like the
+ * scalar remainder loop: results never depend on where a row falls in a block.
+ *
+ * exp: x = k ln2 + r with |r| <= ln2/2 (ln2 split in two so k*ln2_hi is exact), then a
+ * polynomial (float: Cephes expf) or the rational form of FreeBSD's e_exp.c (double),
+ * then a multiplication by 2^k done as two exact powers of two, so overflow gives inf and
+ * results below the normal range round once into subnormals, as libm's. k is read from
+ * the bits of x/ln2 + 1.5*2^p (round to nearest, no float-to-int conversion).
+ * log: x = 2^k f with f in [sqrt(2)/2, sqrt(2)), then FreeBSD's e_log.c / e_logf.c.
+ * Special values: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(inf) = inf,
+ * log(x < 0) = NaN; NaN propagates (comparisons with NaN are false, so the clamps keep it).
+ * Where the instruction set has fused multiply-adds (x86-64-v3 and up) the polynomials use
+ * them explicitly: fewer operations, one rounding less, and the same in vector and scalar
+ * code (only implicit contraction is off).
+ */
+
+#undef MADD_F32
+#undef MADD_F64
+#if defined(__FMA__) || defined(__aarch64__)
+#define MADD_F32(a, b, c) __builtin_fmaf((a), (b), (c))
+#define MADD_F64(a, b, c) __builtin_fma((a), (b), (c))
+#else
+#define MADD_F32(a, b, c) ((a) * (b) + (c))
+#define MADD_F64(a, b, c) ((a) * (b) + (c))
+#endif
+
+static ALWAYS_INLINE float NAME(exp_f32)(float x)
+{
+    x = sel_f32(x < -104.0f, -104.0f, x); /* exp(-104) rounds to 0 in float */
+    x = sel_f32(x > 90.0f, 90.0f, x);     /* exp(90) overflows to inf */
+    const float shifter = 0x1.8p23f;
+    float t = MADD_F32(x, 1.44269504088896341f, shifter);
+    uint32_t k = f32_bits(t) - f32_bits(shifter); /* round(x / ln2) in two's complement */
+    float kf = t - shifter;
+    float r = MADD_F32(-kf, 0.693359375f, x); /* 0.693359375 has 9 bits: exact product */
+    r = MADD_F32(-kf, -2.12194440e-4f, r);
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = MADD_F32(p, r, 1.3981999507e-3f);
+    p = MADD_F32(p, r, 8.3334519073e-3f);
+    p = MADD_F32(p, r, 4.1665795894e-2f);
+    p = MADD_F32(p, r, 1.6666665459e-1f);
+    p = MADD_F32(p, r, 5.0000001201e-1f);
+    float y = MADD_F32(p, r2, r) + 1.0f;
+    int32_t ki = (int32_t)k;
+    int32_t k1 = ki / 2, k2 = ki - k1; /* each in float's normal exponent range */
+    float s1 = f32_from_bits((uint32_t)(k1 + 127) << 23);
+    float s2 = f32_from_bits((uint32_t)(k2 + 127) << 23);
+    return (y * s1) * s2;
+}
+
+static ALWAYS_INLINE double NAME(exp_f64)(double x)
+{
+    x = sel_f64(x < -746.0, -746.0, x); /* exp(-746) rounds to 0 */
+    x = sel_f64(x > 710.0, 710.0, x);   /* exp(710) overflows to inf */
+    const double shifter = 0x1.8p52;
+    double t = MADD_F64(x, 1.44269504088896338700e+00, shifter);
+    double kd = t - shifter; /* round(x / ln2) */
+    double hi = MADD_F64(-kd, 6.93147180369123816490e-01, x); /* 32 trailing zero bits: exact */
+    double lo = kd * 1.90821492927058770002e-10;
+    double r = hi - lo;
+    double r2 = r * r;
+    double q = MADD_F64(r2, 4.13813679705723846039e-08, -1.65339022054652515390e-06);
+    q = MADD_F64(r2, q, 6.61375632143793436117e-05);
+    q = MADD_F64(r2, q, -2.77777777770155933842e-03);
+    q = MADD_F64(r2, q, 1.66666666666666019037e-01);
+    double c = MADD_F64(-r2, q, r);
+    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    /* 2^k as 2^k1 * 2^k2, k1 + k2 = k, each power built from the low bits of k + 1023 +
+     * 1.5*2^52 (only 64-bit adds and left shifts: SSE2 and AVX2 have no int64 <-> double
+     * conversions or arithmetic right shifts). */
+    double k1 = (kd * 0.5 + shifter) - shifter, k2 = kd - k1;
+    double s1 = f64_from_bits(f64_bits(k1 + (shifter + 1023.0)) << 52);
+    double s2 = f64_from_bits(f64_bits(k2 + (shifter + 1023.0)) << 52);
+    return (y * s1) * s2;
+}
+
+static ALWAYS_INLINE float NAME(log_f32)(float x)
+{
+    int tiny = x < 0x1p-126f; /* subnormals: scaled into the normal range */
+    float xs = sel_f32(tiny, x * 0x1p25f, x);
+    int32_t kbias = (int32_t)((uint32_t)0 - (uint32_t)tiny) & 25;
+    /* Reduce to fm in [sqrt(2)/2, sqrt(2)) (musl's logf): x = 2^k fm. */
+    uint32_t ix = f32_bits(xs) + (0x3f800000u - 0x3f3504f3u);
+    int32_t k = (int32_t)(ix >> 23) - 0x7f - kbias;
+    float fm = f32_from_bits((ix & 0x007fffffu) + 0x3f3504f3u);
+    float f = fm - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float w = z * z;
+    float t1 = w * (0.40000972152f + w * 0.24279078841f);
+    float t2 = z * (0.66666662693f + w * 0.28498786688f);
+    float R = t2 + t1;
+    float hfsq = 0.5f * f * f;
+    float dk = (float)k;
+    float y = dk * 6.9313812256e-01f - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
+    y = sel_f32(x == 0.0f, -INFINITY, y);
+    y = sel_f32(x == INFINITY, INFINITY, y);
+    y = sel_f32(x < 0.0f, NAN, y);
+    y = sel_f32(x != x, x, y);
+    return y;
+}
+
+static ALWAYS_INLINE double NAME(log_f64)(double x)
+{
+    int tiny = x < 0x1p-1022;
+    double xs = sel_f64(tiny, x * 0x1p54, x);
+    int64_t kbias = (int64_t)((uint64_t)0 - (uint64_t)tiny) & 54;
+    uint64_t ix = f64_bits(xs) + ((uint64_t)(0x3ff00000u - 0x3fe6a09eu) << 32);
+    uint64_t k = (ix >> 52) - 0x3ff - (uint64_t)kbias;
+    double fm = f64_from_bits((ix & 0x000fffffffffffffull) + ((uint64_t)0x3fe6a09eu << 32));
+    double f = fm - 1.0;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double w = z * z;
+    double t1 = w * (3.999999999940941908e-01 +
+                     w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 +
+                     w * (2.857142874366239149e-01 +
+                          w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double R = t2 + t1;
+    double hfsq = 0.5 * f * f;
+    /* (double)k without an int64 conversion: k in the low bits of 1.5*2^52 */
+    double dk = f64_from_bits(f64_bits(0x1.8p52) + k) - 0x1.8p52;
+    double y = dk * 6.93147180369123816490e-01 -
+               ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+    y = sel_f64(x == 0.0, -INFINITY, y);
+    y = sel_f64(x == INFINITY, INFINITY, y);
+    y = sel_f64(x < 0.0, NAN, y);
+    y = sel_f64(x != x, x, y);
+    return y;
+}
+
+/* float16 bits -> float: exact. The 15 bits move to float's place and a multiplication by
+ * 2^112 fixes the exponent bias (and normalizes float16 subnormals); inf and NaN keep
+ * their payload. */
+static ALWAYS_INLINE float NAME(half_to_f32)(uint16_t h)
+{
+    uint32_t em = (uint32_t)(h & 0x7fffu);
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    float f = f32_from_bits(em << 13) * 0x1p112f;
+    uint32_t bits = sel_u32(em >= 0x7c00u, (em << 13) | 0x7f800000u, f32_bits(f));
+    return f32_from_bits(bits | sign);
+}
+
+/* float -> float16 bits, rounded to nearest even like NumPy's astype(np.float16): overflow
+ * to inf, NaN to a quiet NaN, subnormals through one float addition whose rounding is the
+ * float16 one (F. Giesen's float_to_half_fast3_rtne). */
+static ALWAYS_INLINE uint16_t NAME(f32_to_half)(float v)
+{
+    uint32_t u = f32_bits(v);
+    uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint32_t special = sel_u32(u > 0x7f800000u, 0x7e00u | ((u >> 13) & 0x3ffu), 0x7c00u);
+    const float denorm_magic = 0x1p-1f; /* ((127 - 15) + (23 - 10) + 1) << 23 */
+    uint32_t sub = f32_bits(f32_from_bits(u) + denorm_magic) - f32_bits(denorm_magic);
+    uint32_t odd = (u >> 13) & 1u;
+    uint32_t norm = (u + 0xc8000fffu + odd) >> 13; /* ((15 - 127) << 23) + 0xfff */
+    uint32_t o = sel_u32(u >= 0x47800000u, special, sel_u32(u < 0x38800000u, sub, norm));
+    return (uint16_t)(o | (sign >> 16));
+}

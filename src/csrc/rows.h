@@ -1,0 +1,599 @@
+/* The row kernels for one storage dtype S computed in T, included by isa.h per dtype.
+ *
+ * Expects: S, T, SFX (name suffix), LD(s) -> T, ST(t) -> S, EXPT, LOGT, SEL (c ? a : b
+ * for T), SAME (S is T).
+ *
+ * Shapes: a block is (R, C) with element strides (rs, cs); per-row arrays are (R,).
+ * Each row is computed from that row alone, in a fixed order, so a row's result never
+ * depends on the block, the thread or the other rows.
+ *
+ * Wide rows (C > NARROW_MAX_CLASSES), vectorized along the row, three passes over a row
+ * that stays in cache: the load (converting float16 or gathering a strided row into a
+ * contiguous scratch row) fused with the max; exp(x - m), its sum and the dot products the
+ * options need, storing exp where an output follows; then the output. Narrow rows are
+ * transposed NARROW_TILE at a time into a (C, tile) scratch so that every vector lane is
+ * a row and the same passes run across rows.
+ */
+
+#define CAT2_(a, b) a##_##b
+#define CAT2(a, b) CAT2_(a, b)
+#define K(f) NAME(CAT2(f, SFX))
+
+/* Load row x (stride cs) as T and return it with its max (NaN entries are skipped: they
+ * make the sum NaN later, which is what every result of that row must be). */
+static inline const T *K(load_max)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf, T *max)
+{
+    T m = -INFINITY;
+#if SAME
+    if (cs == 1) {
+#pragma omp simd reduction(max : m)
+        for (ptrdiff_t j = 0; j < C; j++)
+            m = x[j] > m ? x[j] : m;
+        *max = m;
+        return x;
+    }
+#endif
+    if (cs == 1) {
+#pragma omp simd reduction(max : m)
+        for (ptrdiff_t j = 0; j < C; j++) {
+            T v = LD(x[j]);
+            buf[j] = v;
+            m = v > m ? v : m;
+        }
+    } else {
+        for (ptrdiff_t j = 0; j < C; j++) {
+            T v = LD(x[j * cs]);
+            buf[j] = v;
+            m = v > m ? v : m;
+        }
+    }
+    *max = m;
+    return buf;
+}
+
+static inline const T *K(load)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf)
+{
+#if SAME
+    if (cs == 1)
+        return x;
+#endif
+    if (cs == 1) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            buf[j] = LD(x[j]);
+    } else {
+        for (ptrdiff_t j = 0; j < C; j++)
+            buf[j] = LD(x[j * cs]);
+    }
+    return buf;
+}
+
+/* Where an output row is computed: in place when it is contiguous T, else in buf. */
+static inline T *K(out_row)(S *o, ptrdiff_t cs, T *buf)
+{
+#if SAME
+    if (cs == 1)
+        return o;
+#endif
+    (void)o, (void)cs;
+    return buf;
+}
+
+/* o = row * scale (scale 1: a plain store), rounding once to S. */
+static inline void K(store_scaled)(S *o, ptrdiff_t cs, ptrdiff_t C, T *row, T scale)
+{
+    if ((void *)o == (void *)row) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            row[j] = row[j] * scale;
+    } else if (cs == 1) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            o[j] = ST(row[j] * scale);
+    } else {
+        for (ptrdiff_t j = 0; j < C; j++)
+            o[j * cs] = ST(row[j] * scale);
+    }
+}
+
+static inline void K(store)(S *o, ptrdiff_t cs, ptrdiff_t C, const T *row)
+{
+    if ((const void *)o == (const void *)row)
+        return;
+    if (cs == 1) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            o[j] = ST(row[j]);
+    } else {
+        for (ptrdiff_t j = 0; j < C; j++)
+            o[j * cs] = ST(row[j]);
+    }
+}
+
+/* sum_j exp(x_j - m), storing each exp in e when e is not NULL. */
+static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
+{
+    T s = 0;
+    if (e) {
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t j = 0; j < C; j++) {
+            T v = EXPT(xr[j] - m);
+            e[j] = v;
+            s += v;
+        }
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t j = 0; j < C; j++)
+            s += EXPT(xr[j] - m);
+    }
+    return s;
+}
+
+/* ---- wide rows ------------------------------------------------------------------- */
+
+static void K(wide_map)(const job_t *J, T *xbuf, T *obuf)
+{
+    const S *X = (const S *)J->x;
+    S *O = (S *)J->out;
+    const ptrdiff_t C = J->classes;
+    for (ptrdiff_t i = 0; i < J->rows; i++) {
+        T m;
+        const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
+        S *o = O + i * J->o_rs;
+        T *orow = K(out_row)(o, J->o_cs, obuf);
+        if (J->op == OP_SOFTMAX) {
+            T s = K(sum_exp)(xr, C, m, orow);
+            K(store_scaled)(o, J->o_cs, C, orow, (T)1 / s); /* torch multiplies by 1/s */
+        } else {
+            T log_s = LOGT(K(sum_exp)(xr, C, m, NULL));
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < C; j++)
+                orow[j] = (xr[j] - m) - log_s; /* torch's order: the max gets -log s */
+            K(store)(o, J->o_cs, C, orow);
+        }
+    }
+}
+
+static void K(wide_logsumexp)(const job_t *J, T *xbuf)
+{
+    const S *X = (const S *)J->x;
+    T *result = (T *)J->result;
+    const ptrdiff_t C = J->classes;
+    for (ptrdiff_t i = 0; i < J->rows; i++) {
+        T m;
+        const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
+        /* An infinite max is replaced by 0: all -inf gives -inf, any +inf gives +inf. */
+        if (isinf(m))
+            m = 0;
+        result[i] = m + LOGT(K(sum_exp)(xr, C, m, NULL));
+    }
+}
+
+static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
+{
+    const S *X = (const S *)J->x;
+    S *O = (S *)J->out;
+    const ptrdiff_t C = J->classes;
+    const T *cw = (const T *)J->class_weight, *wy = (const T *)J->wy, *G = (const T *)J->g;
+    T *loss = (T *)J->result;
+    const T eps = (T)J->smoothing, W = (T)J->weight_sum;
+    const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
+    const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
+    for (ptrdiff_t i = 0; i < J->rows; i++) {
+        S *o = O ? O + i * J->o_rs : NULL;
+        /* The exps go to the output row, or to the free scratch row without a gradient. */
+        T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
+        if (J->valid && !J->valid[i]) { /* an ignored row: exactly 0, whatever its logits */
+            loss[i] = 0;
+            if (o) {
+                memset(orow, 0, (size_t)C * sizeof(T));
+                K(store)(o, J->o_cs, C, orow);
+            }
+            continue;
+        }
+        T m;
+        const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
+        const ptrdiff_t y = (ptrdiff_t)J->y[i];
+        const T x_y = xr[y]; /* read before the gradient may overwrite the row */
+        T s = 0, dot = 0;
+        if (eps != 0) { /* sum_c w_c (x_c - m), for the smoothing term */
+            if (cw) {
+#pragma omp simd reduction(+ : s, dot)
+                for (ptrdiff_t j = 0; j < C; j++) {
+                    T d = xr[j] - m;
+                    T v = EXPT(d);
+                    dot += cw[j] * d;
+                    orow[j] = v;
+                    s += v;
+                }
+            } else {
+#pragma omp simd reduction(+ : s, dot)
+                for (ptrdiff_t j = 0; j < C; j++) {
+                    T d = xr[j] - m;
+                    T v = EXPT(d);
+                    dot += d;
+                    orow[j] = v;
+                    s += v;
+                }
+            }
+        } else {
+            s = K(sum_exp)(xr, C, m, orow);
+        }
+        T log_sum = LOGT(s);
+        T nll = log_sum + (m - x_y); /* -log_softmax(x)[y] = lse - x[y] */
+        T wt = wy ? wy[i] : (T)1;
+        loss[i] = eps != 0 ? keep * (wt * nll) + eps_c * (W * log_sum - dot) : wt * nll;
+        if (!o)
+            continue;
+        /* grad = g ((1 - eps) w[y] + eps W / C) p - g (1 - eps) w[y] onehot(y) - g eps/C w */
+        T g = G ? G[i] : (T)J->g_scalar;
+        T hit = eps != 0 ? g * (keep * wt) : g * wt;
+        T coef = eps != 0 ? hit + g * eps_w_c : hit;
+        T k = coef / s;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            orow[j] = orow[j] * k;
+        orow[y] -= hit;
+        if (eps != 0) {
+            T spread = g * eps_c;
+            if (cw) {
+#pragma omp simd
+                for (ptrdiff_t j = 0; j < C; j++)
+                    orow[j] -= spread * cw[j];
+            } else {
+#pragma omp simd
+                for (ptrdiff_t j = 0; j < C; j++)
+                    orow[j] -= spread;
+            }
+        }
+        K(store)(o, J->o_cs, C, orow);
+    }
+}
+
+/* q = t * scale + offset: the weighted, smoothed probability target. */
+static inline const T *K(load_q)(const job_t *J, const S *t, T *buf)
+{
+    const ptrdiff_t C = J->classes;
+    const T *tr = K(load)(t, J->t_cs, C, buf);
+    const T *sc = (const T *)J->scale, *of = (const T *)J->offset;
+    if (sc) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            buf[j] = tr[j] * sc[j];
+        tr = buf;
+    }
+    if (of) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            buf[j] = tr[j] + of[j];
+        tr = buf;
+    }
+    return tr;
+}
+
+static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
+{
+    const S *X = (const S *)J->x, *TT = (const S *)J->t;
+    S *O = (S *)J->out;
+    const ptrdiff_t C = J->classes;
+    const T *G = (const T *)J->g;
+    T *loss = (T *)J->result;
+    for (ptrdiff_t i = 0; i < J->rows; i++) {
+        T m;
+        const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
+        const T *q = K(load_q)(J, TT + i * J->t_rs, tbuf);
+        S *o = O ? O + i * J->o_rs : NULL;
+        T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
+        T s = 0, sum_q = 0, dot = 0;
+#pragma omp simd reduction(+ : s, sum_q, dot)
+        for (ptrdiff_t j = 0; j < C; j++) {
+            T d = xr[j] - m;
+            T v = EXPT(d);
+            sum_q += q[j];
+            dot += q[j] * d;
+            orow[j] = v;
+            s += v;
+        }
+        /* loss = sum_c q_c (lse - x_c) = (sum q) log s - sum_c q_c (x_c - m) */
+        loss[i] = sum_q * LOGT(s) - dot;
+        if (!o)
+            continue;
+        T g = G ? G[i] : (T)J->g_scalar;
+        T coef = g * sum_q / s; /* grad = g (p sum q - q) */
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            orow[j] = orow[j] * coef - q[j] * g;
+        K(store)(o, J->o_cs, C, orow);
+    }
+}
+
+/* ---- narrow rows: NARROW_TILE rows at a time, lanes across rows ------------------- */
+
+#define TL NARROW_TILE
+
+/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored). */
+static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
+                             T *xt)
+{
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const S *xc = x + c * cs;
+        T *dst = xt + c * TL;
+        for (ptrdiff_t r = 0; r < n; r++)
+            dst[r] = LD(xc[r * rs]);
+        for (ptrdiff_t r = n; r < TL; r++)
+            dst[r] = 0;
+    }
+}
+
+static inline void K(scatter)(S *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
+                              const T *ot)
+{
+    for (ptrdiff_t c = 0; c < C; c++) {
+        S *oc = o + c * cs;
+        const T *src = ot + c * TL;
+        for (ptrdiff_t r = 0; r < n; r++)
+            oc[r * rs] = ST(src[r]);
+    }
+}
+
+static inline void K(tile_max)(const T *xt, ptrdiff_t C, T *m)
+{
+#pragma omp simd
+    for (int r = 0; r < TL; r++)
+        m[r] = -INFINITY;
+    for (ptrdiff_t c = 0; c < C; c++) {
+#pragma omp simd
+        for (int r = 0; r < TL; r++)
+            m[r] = xt[c * TL + r] > m[r] ? xt[c * TL + r] : m[r];
+    }
+}
+
+/* s[r] = sum_c exp(xt[c][r] - m[r]), storing the exps in et (which may be xt). */
+static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T *et)
+{
+#pragma omp simd
+    for (int r = 0; r < TL; r++)
+        s[r] = 0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+#pragma omp simd
+        for (int r = 0; r < TL; r++) {
+            T v = EXPT(xt[c * TL + r] - m[r]);
+            et[c * TL + r] = v;
+            s[r] += v;
+        }
+    }
+}
+
+static void K(narrow_map)(const job_t *J, T *xt, T *et)
+{
+    const S *X = (const S *)J->x;
+    S *O = (S *)J->out;
+    const ptrdiff_t C = J->classes;
+    T m[TL], s[TL];
+    for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
+        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
+        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
+        K(tile_max)(xt, C, m);
+        if (J->op == OP_SOFTMAX) {
+            K(tile_sum_exp)(xt, C, m, s, xt);
+#pragma omp simd
+            for (int r = 0; r < TL; r++)
+                s[r] = (T)1 / s[r];
+            for (ptrdiff_t c = 0; c < C; c++) {
+#pragma omp simd
+                for (int r = 0; r < TL; r++)
+                    xt[c * TL + r] = xt[c * TL + r] * s[r];
+            }
+        } else {
+            K(tile_sum_exp)(xt, C, m, s, et);
+#pragma omp simd
+            for (int r = 0; r < TL; r++)
+                s[r] = LOGT(s[r]);
+            for (ptrdiff_t c = 0; c < C; c++) {
+#pragma omp simd
+                for (int r = 0; r < TL; r++)
+                    xt[c * TL + r] = (xt[c * TL + r] - m[r]) - s[r];
+            }
+        }
+        K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
+    }
+}
+
+static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
+{
+    const S *X = (const S *)J->x;
+    T *result = (T *)J->result;
+    const ptrdiff_t C = J->classes;
+    T m[TL], s[TL];
+    for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
+        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
+        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
+        K(tile_max)(xt, C, m);
+#pragma omp simd
+        for (int r = 0; r < TL; r++)
+            m[r] = isinf(m[r]) ? (T)0 : m[r];
+        K(tile_sum_exp)(xt, C, m, s, et);
+#pragma omp simd
+        for (int r = 0; r < TL; r++)
+            s[r] = m[r] + LOGT(s[r]);
+        memcpy(result + i0, s, (size_t)n * sizeof(T));
+    }
+}
+
+static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
+{
+    const S *X = (const S *)J->x;
+    S *O = (S *)J->out;
+    const ptrdiff_t C = J->classes;
+    const T *cw = (const T *)J->class_weight, *wy = (const T *)J->wy, *G = (const T *)J->g;
+    const T *sc = (const T *)J->scale, *of = (const T *)J->offset;
+    T *loss = (T *)J->result;
+    const int prob = J->op == OP_CE_PROB;
+    const T eps = (T)J->smoothing, W = (T)J->weight_sum;
+    const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
+    const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
+    T m[TL], s[TL], dot[TL], x_y[TL], sum_q[TL], k[TL], hit[TL], spread[TL];
+    int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in vector lanes */
+    for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
+        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
+        const S *x = X + i0 * J->x_rs;
+        K(gather)(x, J->x_rs, J->x_cs, n, C, xt);
+        K(tile_max)(xt, C, m);
+        for (int r = 0; r < TL; r++) {
+            y[r] = r < n && !prob ? (int32_t)J->y[i0 + r] : 0;
+            x_y[r] = xt[y[r] * TL + r];
+            sum_q[r] = 0;
+            dot[r] = 0;
+        }
+        if (prob) { /* qt = t * scale + offset, and its row sums */
+            K(gather)((const S *)J->t + i0 * J->t_rs, J->t_rs, J->t_cs, n, C, qt);
+            for (ptrdiff_t c = 0; c < C; c++) {
+                T scale = sc ? sc[c] : (T)1, off = of ? of[c] : (T)0;
+#pragma omp simd
+                for (int r = 0; r < TL; r++) {
+                    T q = qt[c * TL + r];
+                    q = sc ? q * scale : q;
+                    q = of ? q + off : q;
+                    qt[c * TL + r] = q;
+                    sum_q[r] += q;
+                }
+            }
+        }
+        /* dot = sum_c q_c (x_c - m) with q the target (prob) or the class weights (eps) */
+        if (prob || eps != 0) {
+            for (ptrdiff_t c = 0; c < C; c++) {
+                T w = cw ? cw[c] : (T)1;
+#pragma omp simd
+                for (int r = 0; r < TL; r++) {
+                    T d = xt[c * TL + r] - m[r];
+                    dot[r] += (prob ? qt[c * TL + r] : w) * d;
+                }
+            }
+        }
+        K(tile_sum_exp)(xt, C, m, s, xt);
+        T ls[TL];
+#pragma omp simd
+        for (int r = 0; r < TL; r++)
+            ls[r] = LOGT(s[r]);
+        /* Per-row inputs into lanes (padding rows get harmless values), then the losses and
+         * the gradient's per-row factors, in vector lanes too. */
+        const unsigned char *valid = J->valid ? J->valid + i0 : NULL;
+        T gt[TL], wt[TL], ok[TL], lt[TL];
+        for (int r = 0; r < TL; r++) {
+            int in = r < n;
+            gt[r] = G && in ? G[i0 + r] : (T)J->g_scalar;
+            wt[r] = wy && in ? wy[i0 + r] : (T)1;
+            ok[r] = valid && in ? (T)valid[r] : (T)1;
+        }
+        if (prob) { /* loss = (sum q) log s - sum q (x - m); grad = p (g sum q) / s - q g */
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                lt[r] = sum_q[r] * ls[r] - dot[r];
+                k[r] = gt[r] * sum_q[r] / s[r];
+                hit[r] = gt[r];
+            }
+        } else if (eps != 0) {
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                T nll = ls[r] + (m[r] - x_y[r]);
+                T h = gt[r] * (keep * wt[r]);
+                int use = ok[r] != 0; /* ignored rows: loss and factors exactly 0 */
+                lt[r] = SEL(use, keep * (wt[r] * nll) + eps_c * (W * ls[r] - dot[r]), (T)0);
+                k[r] = SEL(use, (h + gt[r] * eps_w_c) / s[r], (T)0);
+                hit[r] = SEL(use, h, (T)0);
+                spread[r] = SEL(use, gt[r] * eps_c, (T)0);
+            }
+        } else {
+#pragma omp simd
+            for (int r = 0; r < TL; r++) {
+                T nll = ls[r] + (m[r] - x_y[r]);
+                T h = gt[r] * wt[r];
+                int use = ok[r] != 0;
+                lt[r] = SEL(use, wt[r] * nll, (T)0);
+                k[r] = SEL(use, h / s[r], (T)0);
+                hit[r] = SEL(use, h, (T)0);
+            }
+        }
+        memcpy(loss + i0, lt, (size_t)n * sizeof(T));
+        if (!O)
+            continue;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            T w = cw ? cw[c] : (T)1;
+            if (prob) {
+#pragma omp simd
+                for (int r = 0; r < TL; r++)
+                    xt[c * TL + r] = xt[c * TL + r] * k[r] - qt[c * TL + r] * hit[r];
+            } else if (eps != 0) {
+#pragma omp simd
+                for (int r = 0; r < TL; r++) {
+                    T v = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TL + r] = v - spread[r] * w;
+                }
+            } else {
+#pragma omp simd
+                for (int r = 0; r < TL; r++)
+                    xt[c * TL + r] = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+            }
+        }
+        if (valid) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
+            for (ptrdiff_t r = 0; r < n; r++)
+                if (!valid[r])
+                    for (ptrdiff_t c = 0; c < C; c++)
+                        xt[c * TL + r] = 0;
+        }
+        K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
+    }
+}
+
+#undef TL
+
+#if SAME
+/* exp (or log) of each entry of a contiguous array, for the accuracy tests. */
+static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int log)
+{
+    if (log) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = LOGT(x[i]);
+    } else {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = EXPT(x[i]);
+    }
+}
+#endif
+
+/* ---- entry ------------------------------------------------------------------------ */
+
+static int K(run)(const job_t *J)
+{
+    const ptrdiff_t C = J->classes;
+    const int narrow = C <= NARROW_MAX_CLASSES;
+    /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
+     * thread and call (a different split would change how a row's sum is rounded). */
+    size_t per = narrow ? (size_t)NARROW_MAX_CLASSES * NARROW_TILE : (size_t)C;
+    size_t bytes = ((per * sizeof(T) + 63) / 64) * 64;
+    char *mem = aligned_alloc(64, 3 * bytes);
+    if (!mem)
+        return -1;
+    T *b0 = (T *)mem, *b1 = (T *)(mem + bytes), *b2 = (T *)(mem + 2 * bytes);
+    switch (J->op) {
+    case OP_SOFTMAX:
+    case OP_LOG_SOFTMAX:
+        narrow ? K(narrow_map)(J, b0, b1) : K(wide_map)(J, b0, b1);
+        break;
+    case OP_LOGSUMEXP:
+        narrow ? K(narrow_logsumexp)(J, b0, b1) : K(wide_logsumexp)(J, b0);
+        break;
+    case OP_CE_INDEX:
+        narrow ? K(narrow_ce)(J, b0, b1) : K(wide_ce_index)(J, b0, b1);
+        break;
+    case OP_CE_PROB:
+        narrow ? K(narrow_ce)(J, b0, b1) : K(wide_ce_prob)(J, b0, b1, b2);
+        break;
+    }
+    aligned_free(mem);
+    return 0;
+}
+
+#undef K

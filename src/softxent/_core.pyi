@@ -1,0 +1,33 @@
+"""Types of the C extension built from src/csrc (see softxent._native for its use)."""
+
+import numpy as np
+
+def softmax(x: np.ndarray, out: np.ndarray, log: bool, /) -> bool: ...
+def logsumexp(x: np.ndarray, result: np.ndarray, /) -> bool: ...
+def ce_index(
+    x: np.ndarray,
+    y: np.ndarray,
+    wy: np.ndarray | None,
+    valid: np.ndarray | None,
+    g: np.ndarray | float,
+    class_weight: np.ndarray | None,
+    smoothing: float,
+    weight_sum: float,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+    /,
+) -> bool: ...
+def ce_prob(
+    x: np.ndarray,
+    t: np.ndarray,
+    g: np.ndarray | float,
+    scale: np.ndarray | None,
+    offset: np.ndarray | None,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+    /,
+) -> bool: ...
+def elementwise(x: np.ndarray, y: np.ndarray, func: int, /) -> None: ...
+def isa() -> str: ...
+def isas() -> tuple[str, ...]: ...
+def set_isa(name: str, /) -> None: ...

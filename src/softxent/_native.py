@@ -1,0 +1,121 @@
+"""The native row kernels, when built, and the switch back to the NumPy kernels.
+
+``softxent._core`` is a C extension compiled at install for several instruction sets;
+the widest the CPU runs is picked when it is imported. Where it was not built (no C
+compiler at install) or when the environment variable ``SOFTXENT_NATIVE=0`` is set, every
+function runs the NumPy block kernels of ``softxent._kernels`` instead: the same results
+within float rounding, and the reference the native kernels are tested against.
+
+The block functions below take the same ``(rows, C)`` blocks as the NumPy kernels (strided
+views, classes last) and return False, having done nothing, for a block they do not take;
+the caller then runs the NumPy kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+
+def _load() -> ModuleType | None:
+    setting = os.environ.get("SOFTXENT_NATIVE", "").strip()
+    if setting not in ("", "0", "1"):
+        raise ValueError(
+            f"environment variable SOFTXENT_NATIVE must be 0 (NumPy kernels) or 1 (native "
+            f"kernels when built), got {setting!r}"
+        )
+    if setting == "0":
+        return None
+    try:
+        from softxent import _core
+    except ImportError:  # not built: no compiler at install
+        return None
+    return _core
+
+
+core = _load()
+
+
+def kernels() -> str:
+    """Which kernels run: the native instruction set (``"x86-64-v4"`` for AVX-512,
+    ``"x86-64-v3"`` for AVX2, ``"baseline"``) or ``"numpy"`` for the fallback."""
+    return "numpy" if core is None else str(core.isa())
+
+
+def takes(*arrays: np.ndarray | None) -> bool:
+    """Whether the native kernels run on blocks of these arrays (None entries ignored).
+
+    The same test as the extension's: aligned data and strides that are whole numbers of
+    elements (always true of arrays NumPy allocates). When it holds, callers need no
+    scratch buffers for the NumPy kernels.
+    """
+    if core is None:
+        return False
+    for a in arrays:
+        if a is None:
+            continue
+        size = a.dtype.itemsize
+        if a.ctypes.data % size or any(s % size for s in a.strides):
+            return False
+    return True
+
+
+def contiguous(a: np.ndarray | None) -> np.ndarray | None:
+    """A per-row or per-class operand as the kernels take it: None or a contiguous 1-d
+    array (a copy only when ``a`` is strided)."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
+    """The upstream gradient as the kernels take it: a float (0 for a forward call, None)
+    or a contiguous (rows,) array."""
+    if isinstance(g, np.ndarray):
+        return np.ascontiguousarray(g)
+    return 0.0 if g is None else float(g)
+
+
+def softmax_block(xb: np.ndarray, ob: np.ndarray, *, log: bool) -> bool:
+    """``ob = softmax(xb)`` (``log_softmax`` if ``log``) row by row; False if not done."""
+    return core is not None and core.softmax(xb, ob, log)
+
+
+def logsumexp_block(xb: np.ndarray, result: np.ndarray) -> bool:
+    """``result = logsumexp(xb)`` per row (``result``: contiguous, compute dtype)."""
+    return core is not None and core.logsumexp(xb, result)
+
+
+def ce_index_block(
+    xb: np.ndarray,
+    y: np.ndarray,
+    wy: np.ndarray | None,
+    valid: np.ndarray | None,
+    g: np.ndarray | float,
+    class_weight: np.ndarray | None,
+    smoothing: float,
+    weight_sum: float,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+) -> bool:
+    """Class-index cross-entropy of a block into ``loss`` (and its gradient into ``grad``
+    unless None), the arguments as in ``softxent._kernels.ce_index_block``; ignored rows
+    get a loss and a gradient of exactly 0. False if not done."""
+    return core is not None and core.ce_index(
+        xb, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad
+    )
+
+
+def ce_prob_block(
+    xb: np.ndarray,
+    tb: np.ndarray,
+    g: np.ndarray | float,
+    scale: np.ndarray | None,
+    offset: np.ndarray | None,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+) -> bool:
+    """Probability-target cross-entropy of a block with ``q = scale * t + offset``
+    (``scale``, ``offset``: (C,) arrays or None), as ``softxent._kernels.ce_prob_block``.
+    ``tb`` must have ``xb``'s dtype. False if not done."""
+    return core is not None and core.ce_prob(xb, tb, g, scale, offset, loss, grad)
