@@ -54,15 +54,19 @@ static ALWAYS_INLINE void EW(bce_logits_row)(EW_ROW_ARGS)
     for (ptrdiff_t j = 0; j < n; j++) {
         T xv = x[j], tv = t[j];
         T pt = hp ? (p[j] - (T)1) * tv + (T)1 : (T)1; /* 1 + (p - 1) t */
+        T c = SEL(xv < (T)0, -xv, xv);                  /* |x|, NaN kept */
+        T e = EXPT(-c), u = e + (T)1;                   /* one exp for both terms */
         if (dg) {
-            T s = (T)1 / (EXPT(-xv) + (T)1); /* sigmoid(x) */
+            /* sigmoid(x) = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below:
+             * the NumPy kernel's value within rounding, without a second exp (below
+             * x = -87 in float32 it keeps a subnormal where 1 / (1 + inf) gives 0). */
+            T s = SEL(xv < (T)0, e, (T)1) / u;
             T r = hp ? pt * s - p[j] * tv : s - tv;
             if (hw)
                 r = r * w[j];
             grad[j] = r * (hg ? g[j] : gs);
         }
-        T c = SEL(xv < (T)0, -xv, xv); /* |x|, NaN kept */
-        T sp = EW(log1p)(EXPT(-c)) + (c - xv) * (T)0.5; /* softplus(-x) */
+        T sp = EW(log1p)(e) + (c - xv) * (T)0.5; /* softplus(-x) */
         if (hp)
             sp = sp * pt;
         T l = ((T)1 - tv) * xv + sp;
