@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # The torch-parity tests, run a second time on the NumPy kernels (SOFTXENT_NATIVE=0): the
 # fallback used where the C extension is not built must keep passing them too.
 PARITY_TESTS := tests/test_softmax.py tests/test_cross_entropy.py tests/test_gradients.py \
-	tests/test_layouts_threads.py tests/torch/test_torch_cross_entropy.py
+	tests/test_layouts_threads.py tests/torch/test_torch_cross_entropy.py \
+	tests/test_elementwise_losses.py tests/torch/test_torch_elementwise.py
 
 .PHONY: demo test test-fast bench lint format clean
 

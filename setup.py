@@ -17,7 +17,13 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCES = ["src/csrc/core.c"]
-HEADERS = ["src/csrc/isa.h", "src/csrc/job.h", "src/csrc/mathfuncs.h", "src/csrc/rows.h"]
+HEADERS = [
+    "src/csrc/elementwise.h",
+    "src/csrc/isa.h",
+    "src/csrc/job.h",
+    "src/csrc/mathfuncs.h",
+    "src/csrc/rows.h",
+]
 
 
 class BuildExt(build_ext):

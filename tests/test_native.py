@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
-from softxent import _kernels, _native
+from softxent import _elementwise_kernels, _kernels, _native
 
-from conftest import assert_close, logit_scale, random_probs
+from conftest import assert_close, logit_scale, random_probs, rtol_for
 
 FORCED_OFF = os.environ.get("SOFTXENT_NATIVE", "").strip() == "0"
 pytestmark = pytest.mark.skipif(
@@ -340,3 +340,206 @@ def test_a_layout_the_kernels_do_not_take_falls_back_to_numpy():
     out = np.empty((4, 10), np.float32)
     assert not _native.softmax_block(x, out, log=False)
     np.testing.assert_allclose(sx.softmax(x), sx.softmax(np.ascontiguousarray(x)), rtol=1e-6)
+
+
+# ------------------------------------------- the elementwise losses' native block kernels
+
+#: (loss, the NumPy block kernel it replaces, whether it takes weight and pos_weight).
+ELEMENTWISE = {
+    "mse": (_native.MSE, _elementwise_kernels.mse_block, True, False),
+    "bce_with_logits": (
+        _native.BCE_WITH_LOGITS,
+        _elementwise_kernels.bce_with_logits_block,
+        True,
+        True,
+    ),
+    "bce": (_native.BCE, _elementwise_kernels.bce_block, True, False),
+    "kl_div": (_native.KL_DIV, _elementwise_kernels.kl_div_block, False, False),
+    "kl_div_log_target": (
+        _native.KL_DIV_LOG_TARGET,
+        _elementwise_kernels.kl_div_log_target_block,
+        False,
+        False,
+    ),
+}
+
+
+def _elementwise_operands(loss: str, rng, shape, dtype, specials: bool):
+    """The input and target of ``loss``: logits (saturated at +-80 and inf/NaN with
+    ``specials``), probabilities (exactly 0 and 1 among them) or log-probabilities."""
+    x = (rng.standard_normal(shape) * rng.choice([0.5, 3.0, 30.0])).astype(dtype)
+    t = rng.random(shape).astype(dtype)
+    t[rng.random(shape) < 0.15] = 0.0
+    t[rng.random(shape) < 0.15] = 1.0
+    if loss == "bce":
+        x = rng.random(shape).astype(dtype)
+        x[rng.random(shape) < 0.15] = 0.0
+        x[rng.random(shape) < 0.15] = 1.0
+    elif loss in ("kl_div", "kl_div_log_target"):
+        x = np.log(rng.random(shape) + 1e-3).astype(dtype)
+        if loss == "kl_div_log_target":
+            t = np.log(np.maximum(t, 1e-30, dtype=np.float64)).astype(dtype)  # exp -> 0 at log 0
+    if specials and x.size:
+        flat_x, flat_t = x.reshape(-1), t.reshape(-1)
+        picks = rng.integers(0, x.size, 12)
+        values = [80.0, -80.0, np.inf, -np.inf, np.nan, 0.0]
+        if loss == "bce":
+            values = [0.0, 1.0, np.nan, 1e-30, 1.0 - 1e-7]
+        flat_x[picks[:6]] = rng.choice(values, 6)
+        flat_t[picks[6:9]] = np.nan
+        flat_t[picks[9:]] = rng.choice([0.0, 1.0, -0.5 if loss == "kl_div" else 0.0], 3)
+    return x, t
+
+
+def _numpy_elementwise(kernel, ops, g, shape, ct, with_grad: bool):
+    """Loss (and gradient) of one block by the NumPy kernel (the native core off)."""
+    loss = np.empty(shape, ct)
+    grad = np.empty(shape, ct) if with_grad else None
+    scratch = [np.empty(shape, ct) for _ in range(3)]
+    with np.errstate(all="ignore"):
+        _with_numpy_kernels(lambda: kernel(ops, g, loss, grad, scratch))
+    return loss, grad
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    loss=st.sampled_from(sorted(ELEMENTWISE)),
+    rows=st.integers(1, 40),
+    cols=st.sampled_from([1, 2, 7, 16, 33, 100]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    weighted=st.booleans(),
+    pos_weighted=st.booleans(),
+    g_kind=st.sampled_from(["one", "scalar", "array"]),
+    with_grad=st.booleans(),
+    layout=st.sampled_from(["contiguous", "row-strided", "broadcast-rows"]),
+    specials=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_elementwise_loss_blocks_match_the_numpy_kernels(
+    loss, rows, cols, dtype, weighted, pos_weighted, g_kind, with_grad, layout, specials, seed
+):
+    kind, kernel, takes_weight, takes_pos_weight = ELEMENTWISE[loss]
+    rng = np.random.default_rng(seed)
+    shape = (rows, cols)
+    x, t = _elementwise_operands(loss, rng, shape, dtype, specials)
+    if layout == "row-strided":  # every other row of a larger array
+        x = np.repeat(x, 2, axis=0)[::2]
+    w = p = None
+    if takes_weight and weighted:  # per column, broadcast across the rows (row stride 0)
+        w = np.broadcast_to(rng.uniform(-1.0, 2.0, cols).astype(dtype), shape)
+        if layout != "broadcast-rows":
+            w = np.ascontiguousarray(w)
+    if takes_pos_weight and pos_weighted:
+        p = np.broadcast_to(rng.uniform(0.0, 4.0, cols).astype(dtype), shape)
+    g: float | np.ndarray = {"one": 1.0, "scalar": float(rng.uniform(-2, 2))}.get(g_kind, 0.0)
+    if g_kind == "array":
+        g = rng.standard_normal(shape).astype(dtype)
+    ops = (x, t, w, p)[: 4 if takes_pos_weight else 3 if takes_weight else 2]
+    expected_loss, expected_grad = _numpy_elementwise(kernel, ops, g, shape, dtype, with_grad)
+    scale = 1.0
+    for a in (x, w, p, g):
+        scale *= logit_scale(a) if isinstance(a, np.ndarray) else max(1.0, abs(float(a or 1)))
+    for isa in ISAS:
+        core.set_isa(isa)
+        got_loss = np.full(shape, 7.0, dtype)
+        got_grad = np.full(shape, 7.0, dtype) if with_grad else None
+        done = _native.elementwise_loss_block(kind, x, t, w, p, g, got_loss, got_grad)
+        core.set_isa(ISAS[-1])
+        assert done
+        assert_close(got_loss, expected_loss, dtype, scale=scale)
+        if with_grad:
+            assert_close(got_grad, expected_grad, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_is_exact_at_saturated_logits(isa, dtype):
+    # softplus(-80) = log1p(exp(-80)), a float32 normal number; sigmoid(+-80) rounds to 1 / 0.
+    x = np.array([[80.0, -80.0, 80.0, -80.0, 0.0]], dtype)
+    t = np.array([[1.0, 0.0, 0.0, 1.0, 0.5]], dtype)
+    loss, grad = np.empty_like(x), np.empty_like(x)
+    assert _native.elementwise_loss_block(
+        _native.BCE_WITH_LOGITS, x, t, None, None, 1.0, loss, grad
+    )
+    # torch's (1 - t) x + softplus(-x): at x = -80, t = 0 that is -80 + 80 = 0, not the
+    # exact 1.8e-35; at x = 80, t = 1 the exact log1p(exp(-80)) survives.
+    tiny = np.exp(np.float64(-80.0))  # log1p(tiny) rounds to tiny in both dtypes
+    exact_loss = [tiny, 0.0, 80.0 + tiny, 80.0 + tiny, np.log(2.0)]
+    np.testing.assert_allclose(loss[0], np.array(exact_loss, dtype), rtol=rtol_for(dtype))
+    expected_grad = np.array([0.0, 1 / (1 + np.exp(80.0)), 1.0, -1.0, 0.0], dtype)
+    np.testing.assert_allclose(grad[0], expected_grad, rtol=rtol_for(dtype), atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_and_kl_div_special_targets(isa, dtype):
+    # bce: q of 0 and 1 hit torch's -100 log clamp (a loss of exactly 100 or 0); kl_div: a
+    # zero target contributes exactly 0 (xlogy(0, 0) = 0), a negative one NaN, NaN stays.
+    q = np.array([[0.0, 1.0, 0.0, 1.0, np.nan]], dtype)
+    t = np.array([[1.0, 0.0, 0.0, 1.0, 0.5]], dtype)
+    loss, grad = np.empty_like(q), np.empty_like(q)
+    assert _native.elementwise_loss_block(_native.BCE, q, t, None, None, 1.0, loss, grad)
+    assert loss[0].tolist()[:4] == [100.0, 100.0, 0.0, 0.0] and np.isnan(loss[0, 4])
+    eps = np.float32(1e-12).astype(dtype)
+    assert grad[0].tolist()[:4] == [-1 / eps, 1 / eps, 0.0, 0.0]
+    x = np.array([[-1.0, -np.inf, 2.0, -3.0]], dtype)
+    t = np.array([[0.0, 0.0, -0.5, np.nan]], dtype)
+    assert _native.elementwise_loss_block(
+        _native.KL_DIV, x, t, None, None, 2.0, loss[:, :4], grad[:, :4]
+    )
+    assert loss[0, 0] == 0.0 and np.isnan(loss[0, 1:4]).all()  # 0 * -inf: NaN, as torch
+    assert grad[0, :2].tolist() == [0.0, 0.0] and grad[0, 2] == 1.0
+
+
+def test_elementwise_blocks_the_native_kernels_do_not_take_run_numpy():
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    t = np.full((3, 4), 0.25, np.float32)
+    loss = np.empty((3, 4), np.float32)
+    column_broadcast = np.broadcast_to(np.float32(0.5), (3, 4))  # stride 0 along the row
+    half = x.astype(np.float16)
+    mixed = t.astype(np.float64)
+    for ops in ((x, column_broadcast), (half, t), (x, mixed), (x[:, ::2], t[:, ::2])):
+        out = loss[:, : ops[0].shape[1]]
+        assert not _native.elementwise_loss_block(_native.MSE, *ops, None, None, 1.0, out, None)
+    # and the public functions give the NumPy kernels' results on them
+    for a, b in ((x, column_broadcast), (x[:, ::2], t[:, ::2])):
+        got = sx.mse_loss_with_grad(a, b, reduction="none")
+        expected = _with_numpy_kernels(
+            lambda a=a, b=b: sx.mse_loss_with_grad(a, b, reduction="none")
+        )
+        np.testing.assert_array_equal(got.loss, expected.loss)
+        np.testing.assert_array_equal(got.grad, expected.grad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    loss=st.sampled_from(["mse", "bce_with_logits", "bce", "kl_div", "kl_div_log_target"]),
+    shape=st.sampled_from([(0,), (5,), (3, 4), (2, 3, 17), (40, 300)]),
+    dtype=DTYPES,
+    reduction=st.sampled_from(["none", "sum", "mean"]),
+    seed=st.integers(0, 2**16),
+)
+def test_elementwise_losses_match_the_numpy_kernels(loss, shape, dtype, reduction, seed):
+    # The public functions, float16 included (it stays on the NumPy kernels).
+    rng = np.random.default_rng(seed)
+    x, t = _elementwise_operands(loss, rng, shape, dtype, specials=False)
+    g = rng.standard_normal(shape).astype(dtype) if reduction == "none" else None
+    fn, kwargs = {
+        "mse": (sx.mse_loss_with_grad, {}),
+        "bce_with_logits": (
+            sx.binary_cross_entropy_with_logits_with_grad,
+            {"pos_weight": rng.uniform(0.5, 3, shape[-1:]).astype(dtype)},
+        ),
+        "bce": (sx.binary_cross_entropy_with_grad, {}),
+        "kl_div": (sx.kl_div_with_grad, {}),
+        "kl_div_log_target": (sx.kl_div_with_grad, {"log_target": True}),
+    }[loss]
+
+    def run():
+        return fn(x, t, reduction=reduction, grad_output=g, **kwargs)
+
+    expected = _with_numpy_kernels(run)
+    got = run()
+    scale = logit_scale(x) * (logit_scale(g) if g is not None else 1.0)
+    if reduction != "none":
+        scale *= max(1, x.size)
+    assert_close(got.loss, expected.loss, dtype, scale=scale)
+    assert_close(got.grad, expected.grad, dtype, scale=scale)

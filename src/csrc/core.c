@@ -52,12 +52,14 @@ typedef struct {
     void (*exp_f32)(const float *, float *, ptrdiff_t, int);
     void (*exp_f64)(const double *, double *, ptrdiff_t, int);
     void (*half)(const void *, void *, ptrdiff_t, int);
+    void (*loss_block[2])(const ew_job_t *); /* elementwise losses: float32, float64 */
 } isa_t;
 
 #define ISA_ENTRY(label, i)                                                                  \
     {                                                                                        \
         label, {NAME_2(run_f16, i), NAME_2(run_f32, i), NAME_2(run_f64, i)},                 \
-            NAME_2(elementwise_f32, i), NAME_2(elementwise_f64, i), NAME_2(half_array, i)         \
+            NAME_2(elementwise_f32, i), NAME_2(elementwise_f64, i), NAME_2(half_array, i),        \
+            {NAME_2(loss_block_f32, i), NAME_2(loss_block_f64, i)}                           \
     }
 
 static const isa_t isas[] = {
@@ -319,6 +321,97 @@ static PyObject *py_ce_prob(PyObject *self, PyObject *args)
     return finish(&h, status, &J, kind);
 }
 
+/* One operand of an elementwise loss block: None (absent) or an (R, C) array of the
+ * compute kind k with a column stride of 1. 1 fine, 0 not taken, -1 error. */
+static int ew_operand(held_t *h, PyObject *obj, const ew_job_t *J, int k, int writable,
+                      const char *what, int *present, const void **ptr, ptrdiff_t *rs)
+{
+    *present = 0;
+    if (obj == Py_None)
+        return 1;
+    Py_buffer *b = hold(h, obj, 2, writable, what);
+    if (!b)
+        return -1;
+    if (b->shape[0] != J->rows || b->shape[1] != J->cols) {
+        PyErr_Format(PyExc_ValueError, "%s must have the shape of x", what);
+        return -1;
+    }
+    ptrdiff_t cs = 1;
+    *present = 1;
+    *ptr = b->buf;
+    return kind_of(b) == k && element_strides(b, rs, &cs) && (cs == 1 || J->cols == 1);
+}
+
+/* elementwise_loss(loss, x, t, w, p, g, loss_out, grad): loss and gradient of one block
+ * (elementwise.h); w, p, grad may be None, g a float or an array. False (nothing done)
+ * unless every array is float32 (or every one float64) with a column stride of 1. */
+static PyObject *py_elementwise_loss(PyObject *self, PyObject *args)
+{
+    PyObject *x, *t, *w, *p, *g, *loss, *grad;
+    int which;
+    if (!PyArg_ParseTuple(args, "iOOOOOOO", &which, &x, &t, &w, &p, &g, &loss, &grad))
+        return NULL;
+    if (which < EW_MSE || which > EW_KL_LOG) {
+        PyErr_Format(PyExc_ValueError, "unknown elementwise loss %d", which);
+        return NULL;
+    }
+    held_t h = {.count = 0};
+    ew_job_t J = {.loss = which};
+    Py_buffer *bx = hold(&h, x, 2, 0, "x");
+    if (!bx) {
+        release(&h);
+        return NULL;
+    }
+    int k = kind_of(bx), present = 0, status = k == K_F32 || k == K_F64;
+    J.rows = bx->shape[0];
+    J.cols = bx->shape[1];
+    ptrdiff_t cs = 1;
+    J.x = bx->buf;
+    status = status && element_strides(bx, &J.x_rs, &cs) && (cs == 1 || J.cols == 1);
+    if (PyFloat_Check(g) || PyLong_Check(g)) {
+        J.g_scalar = PyFloat_AsDouble(g);
+        if (PyErr_Occurred())
+            status = -1;
+        g = Py_None;
+    }
+    struct {
+        PyObject *obj;
+        const char *what;
+        int writable, *present;
+        const void **ptr;
+        ptrdiff_t *rs;
+    } parts[] = {
+        {t, "t", 0, &present, &J.t, &J.t_rs},
+        {w, "w", 0, &J.hw, &J.w, &J.w_rs},
+        {p, "p", 0, &J.hp, &J.p, &J.p_rs},
+        {g, "g", 0, &J.hg, &J.g, &J.g_rs},
+        {loss, "loss", 1, &present, (const void **)&J.loss_out, &J.loss_rs},
+        {grad, "grad", 1, &J.dg, (const void **)&J.grad, &J.grad_rs},
+    };
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && status >= 0; i++)
+        status = both(status, ew_operand(&h, parts[i].obj, &J, k, parts[i].writable,
+                                         parts[i].what, parts[i].present, parts[i].ptr,
+                                         parts[i].rs));
+    if (status > 0 && (!J.t || !J.loss_out)) {
+        PyErr_SetString(PyExc_ValueError, "t and loss_out are required");
+        status = -1;
+    }
+    if (status > 0 && J.rows > 0 && J.cols > 0) {
+        ptrdiff_t c = J.cols;
+        J.flat = J.x_rs == c && J.t_rs == c && J.loss_rs == c && (!J.hw || J.w_rs == c) &&
+                 (!J.hp || J.p_rs == c) && (!J.hg || J.g_rs == c) &&
+                 (!J.dg || J.grad_rs == c);
+        void (*fn)(const ew_job_t *) = current->loss_block[k == K_F64];
+        Py_BEGIN_ALLOW_THREADS
+        fn(&J);
+        Py_END_ALLOW_THREADS
+    }
+    release(&h);
+    if (status < 0)
+        return NULL;
+    return PyBool_FromLong(status > 0);
+}
+
 /* elementwise(x, y, func): func 0 exp, 1 log (float32/float64), 2 float32 -> float16 bits,
  * 3 float16 -> float32; contiguous 1-d arrays. For tests of the element functions. */
 static PyObject *py_elementwise(PyObject *self, PyObject *args)
@@ -402,6 +495,9 @@ static PyMethodDef methods[] = {
      "ce_index(x, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad) -> bool"},
     {"ce_prob", py_ce_prob, METH_VARARGS,
      "ce_prob(x, t, g, scale, offset, loss, grad) -> bool"},
+    {"elementwise_loss", py_elementwise_loss, METH_VARARGS,
+     "elementwise_loss(loss, x, t, w, p, g, loss_out, grad) -> bool: an elementwise loss "
+     "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},
     {"elementwise", py_elementwise, METH_VARARGS,
      "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> str: the instruction set the kernels run."},

@@ -14,6 +14,7 @@
 #define LOGT NAME(log_f32)
 #define SEL sel_f32
 #include "rows.h"
+#include "elementwise.h"
 #undef S
 #undef T
 #undef SFX
@@ -28,6 +29,7 @@
 #define LOGT NAME(log_f64)
 #define SEL sel_f64
 #include "rows.h"
+#include "elementwise.h"
 #undef S
 #undef T
 #undef SFX

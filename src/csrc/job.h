@@ -2,6 +2,7 @@
 #ifndef SOFTXENT_JOB_H
 #define SOFTXENT_JOB_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,22 @@ typedef struct {
 } job_t;
 
 typedef int (*kernel_fn)(const job_t *);
+
+/* An elementwise loss over one (rows, cols) block (elementwise.h): every array has the
+ * block's shape, the compute dtype and a column stride of 1; row strides in elements (0
+ * for an operand broadcast across rows). flat: every row follows the previous one in every
+ * array, so the block runs as one row of rows * cols entries. */
+enum ew_loss { EW_MSE, EW_BCE_LOGITS, EW_BCE, EW_KL, EW_KL_LOG };
+typedef struct {
+    int loss;
+    ptrdiff_t rows, cols;
+    int hw, hp, hg, dg, flat; /* weight, pos_weight, g array, gradient given; flat rows */
+    const void *x, *t, *w, *p, *g;
+    ptrdiff_t x_rs, t_rs, w_rs, p_rs, g_rs;
+    double g_scalar; /* the upstream gradient when there is no g array */
+    void *loss_out, *grad;
+    ptrdiff_t loss_rs, grad_rs;
+} ew_job_t;
 
 #if defined(_MSC_VER)
 #include <malloc.h>

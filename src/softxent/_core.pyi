@@ -27,6 +27,17 @@ def ce_prob(
     grad: np.ndarray | None,
     /,
 ) -> bool: ...
+def elementwise_loss(
+    loss_kind: int,
+    x: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray | None,
+    p: np.ndarray | None,
+    g: np.ndarray | float,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+    /,
+) -> bool: ...
 def elementwise(x: np.ndarray, y: np.ndarray, func: int, /) -> None: ...
 def isa() -> str: ...
 def isas() -> tuple[str, ...]: ...

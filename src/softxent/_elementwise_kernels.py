@@ -5,7 +5,9 @@ Each kernel is ``kernel(operands, g, loss, grad, scratch)`` (see ``_elementwise`
 ``loss``, ``grad`` and every ``scratch`` buffer are C-contiguous ``(R, L)`` buffers of the
 compute dtype; ``g`` is the upstream gradient, already scaled by the reduction (a float, or
 an ``(R, L)`` view for ``reduction='none'``). ``grad`` None: the loss only. The formulas are
-torch's (ATen's decompositions), written so that no intermediate overflows.
+torch's (ATen's decompositions), written so that no intermediate overflows. Where the
+native extension takes the block (``_native.elementwise_loss_block``) it computes the same
+formulas in one fused pass instead, and the NumPy passes below do not run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from softxent import _native
 
 #: torch's floor of ``q (1 - q)`` in binary_cross_entropy's gradient: ATen's ``1e-12`` is a
 #: float32 constant, so float64 gradients at q = 0 or 1 are divided by 9.99999996e-13.
@@ -33,6 +37,8 @@ def _scale(grad: np.ndarray, weight: np.ndarray | None, g: Any) -> None:
 def mse_block(ops: Sequence[Any], g: Any, loss: np.ndarray, grad: Any, scratch: Sequence) -> None:
     """``loss = w (x - t)^2``; ``grad = 2 w (x - t) g``. ``ops = (x, t, w or None)``."""
     x, t, w = ops
+    if _native.elementwise_loss_block(_native.MSE, x, t, w, None, g, loss, grad):
+        return
     np.subtract(x, t, out=loss)  # (R, L) d = x - t
     if grad is not None:
         np.multiply(loss, 2.0, out=grad)  # (R, L) 2 d
@@ -71,6 +77,8 @@ def bce_with_logits_block(
     overflowing ``exp(-x)`` gives 0, the value rounded). Three scratch buffers.
     """
     x, t, w, p = ops
+    if _native.elementwise_loss_block(_native.BCE_WITH_LOGITS, x, t, w, p, g, loss, grad):
+        return
     e, b, c = scratch[0], scratch[1], scratch[2]
     if grad is not None:
         np.negative(x, out=b)
@@ -113,6 +121,8 @@ def bce_block(ops: Sequence[Any], g: Any, loss: np.ndarray, grad: Any, scratch: 
     ``grad = w g (q - t) / max(q (1 - q), 1e-12)``. Two scratch buffers.
     """
     q, t, w = ops
+    if _native.elementwise_loss_block(_native.BCE, q, t, w, None, g, loss, grad):
+        return
     a, b = scratch[0], scratch[1]
     if grad is not None:
         np.subtract(1.0, q, out=a)
@@ -143,6 +153,8 @@ def kl_div_block(
     finite ``x``); ``grad = -t g``. One scratch buffer.
     """
     x, t = ops
+    if _native.elementwise_loss_block(_native.KL_DIV, x, t, None, None, g, loss, grad):
+        return
     a = scratch[0]
     if grad is not None:
         np.multiply(t, g, out=grad)
@@ -162,6 +174,8 @@ def kl_div_log_target_block(
     """KL divergence of log-probability targets: ``loss = exp(t) (t - x)``;
     ``grad = -exp(t) g``. One scratch buffer."""
     x, t = ops
+    if _native.elementwise_loss_block(_native.KL_DIV_LOG_TARGET, x, t, None, None, g, loss, grad):
+        return
     a = scratch[0]
     np.exp(t, out=a)  # (R, L) the target probabilities
     if grad is not None:

@@ -6,6 +6,9 @@ compiler at install) or when the environment variable ``SOFTXENT_NATIVE=0`` is s
 function runs the NumPy block kernels of ``softxent._kernels`` instead: the same results
 within float rounding, and the reference the native kernels are tested against.
 
+The elementwise losses' block kernels (``softxent._elementwise_kernels``) call
+:func:`elementwise_loss_block` first and run their NumPy passes only when it declines.
+
 The block functions below take the same ``(rows, C)`` blocks as the NumPy kernels (strided
 views, classes last) and return False, having done nothing, for a block they do not take;
 the caller then runs the NumPy kernel.
@@ -119,3 +122,26 @@ def ce_prob_block(
     (``scale``, ``offset``: (C,) arrays or None), as ``softxent._kernels.ce_prob_block``.
     ``tb`` must have ``xb``'s dtype. False if not done."""
     return core is not None and core.ce_prob(xb, tb, g, scale, offset, loss, grad)
+
+
+#: The elementwise losses of :func:`elementwise_loss_block` (the extension's numbering).
+MSE, BCE_WITH_LOGITS, BCE, KL_DIV, KL_DIV_LOG_TARGET = range(5)
+
+
+def elementwise_loss_block(
+    loss_kind: int,
+    x: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray | None,
+    p: np.ndarray | None,
+    g: np.ndarray | float,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+) -> bool:
+    """One block of an elementwise loss (``loss_kind``: :data:`MSE`, ...) in one fused pass,
+    the arguments as in ``softxent._elementwise_kernels``: ``(R, L)`` operands ``x``, ``t``,
+    weight ``w`` and ``pos_weight`` ``p`` (None: absent), ``g`` a float or an ``(R, L)``
+    view. False, having done nothing, unless every array is float32 (or every one float64)
+    with consecutive entries along L (row strides free, so operands broadcast across rows
+    are taken; float16 blocks and entries broadcast along L run the NumPy passes)."""
+    return core is not None and core.elementwise_loss(loss_kind, x, t, w, p, g, loss, grad)
