@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import softxent as sx
+from softxent import _native
 from softxent._bench import peers as peers_module
 from softxent._bench.suites import OPS, Case, make_inputs, make_logits, softxent_call
 from softxent._bench.timing import median_seconds, peak_extra_bytes
@@ -71,6 +72,7 @@ def _check_schema(doc: dict) -> None:
     assert isinstance(doc["created"], str)
     for key in ("platform", "machine", "processor", "python", "cpu_count", "usable_cpus"):
         assert key in doc["machine"]
+    assert doc["machine"]["kernels"] == _native.kernels()
     assert isinstance(doc["versions"]["softxent"], str)
     assert isinstance(doc["versions"]["numpy"], str)
     for key in ("threads", "repeat", "warmup"):
@@ -123,6 +125,17 @@ def test_json_schema_every_op_shape_and_dtype(capsys, tmp_path):
     assert len(doc["floors"]) == 4
     assert not any(r["errors"] for r in doc["rows"])
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left over
+
+
+def test_records_which_kernels_ran(capsys, monkeypatch):
+    # The text and the JSON name the kernels that ran: the native ISA, or the fallback.
+    status, out, err = bench(capsys, "--ops", "softmax")
+    assert status == 0, err
+    assert f"softxent kernels: {_native.kernels()}." in out.splitlines()[-1]
+    monkeypatch.setattr(_native, "core", None)  # as with SOFTXENT_NATIVE=0
+    status, out, err = bench(capsys, "--ops", "softmax", "--json")
+    assert status == 0, err
+    assert json.loads(out)["machine"]["kernels"] == "numpy"
 
 
 def test_json_prints_to_stdout_like_score_json(capsys, tmp_path):

@@ -256,4 +256,14 @@ def format_report(report: Report) -> str:
         sections.append("\n".join([title, *body, "", *_wrap(suite_notes(report, suite))]))
     for suite, why in report.skipped_suites.items():
         sections.append(f"Suite {suite} skipped: {why}.")
+    sections.append(machine_line(report.machine))
     return "\n\n".join(sections)
+
+
+def machine_line(machine: dict[str, object]) -> str:
+    """Where the run was measured and which softxent kernels ran: the native instruction
+    set (e.g. ``x86-64-v4``: AVX-512) or ``numpy`` (the fallback kernels)."""
+    return (
+        f"Machine: {machine.get('platform')}, {machine.get('usable_cpus')} usable CPUs, "
+        f"Python {machine.get('python')}; softxent kernels: {machine.get('kernels')}."
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import softxent as sx
+from softxent import _native
 from softxent._bench.peers import Peer
 from softxent._bench.results import SOFTXENT, MeasuredRow
 from softxent._bench.suites import (
@@ -67,6 +68,7 @@ class Report:
 
 
 def machine_info() -> dict[str, object]:
+    """The machine a report was measured on, and which of softxent's kernels ran there."""
     usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
@@ -79,6 +81,9 @@ def machine_info() -> dict[str, object]:
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
+        # The native instruction set picked at import ("x86-64-v4": AVX-512, ...) or
+        # "numpy" for the fallback kernels (not built, or SOFTXENT_NATIVE=0).
+        "kernels": _native.kernels(),
     }
 
 

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-import softxent as _sx
+from softxent._cross_entropy import (
+    CrossEntropyTargets,
+    cross_entropy_targets,
+    row_grad_scale,
+    row_losses,
+)
+from softxent._reduction import reduce_losses as reduce_row_losses
 from softxent._validation import Reduction
 from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
@@ -198,26 +204,37 @@ def _forward(
 
 
 def _forward_numpy(input, target, weight, options, need_grad):
-    # Zero-copy: .numpy() of a CPU tensor shares its memory.
+    """The NumPy core's row kernels on the tensors' memory (``.numpy()`` shares it).
+
+    The tensors' kinds, shapes, dtypes and the options were checked at the entry, so the
+    NumPy layer's own validation of the same facts is skipped: only the targets are built
+    (class indices range-checked, class weights checked finite, as in
+    ``softxent.cross_entropy_with_grad``), then the rows are run and reduced.
+    """
     x = input.detach().numpy()
-    kwargs = dict(
-        axis=0 if input.ndim == 1 else 1,
-        weight=None if weight is None else weight.detach().numpy(),
-        ignore_index=options.ignore_index,
-        reduction=options.reduction,
-        label_smoothing=options.label_smoothing,
-    )
+    axis = 0 if input.ndim == 1 else 1
     t = target.detach().numpy()
+    w = None if weight is None else weight.detach().numpy()
+    checked = (options.reduction, options.label_smoothing, options.ignore_index)
+    is_index = t.shape != x.shape  # torch's dispatch, checked by check_target
+    p = cross_entropy_targets(t, t, is_index, w, x.dtype, x.shape[axis], checked)
+    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
     if not need_grad:
-        return _loss_tensor(_sx.cross_entropy(x, t, **kwargs)), None
+        return _loss_tensor(_reduce(row_losses(x, axis, p), p, batch_shape)), None
     inplace = options.inplace_backward
-    loss, grad = _sx.cross_entropy_with_grad(x, t, out=x if inplace else None, **kwargs)
+    grad = x if inplace else np.empty_like(x)
+    losses = row_losses(x, axis, p, grad, row_grad_scale(None, p, batch_shape))
+    loss = _loss_tensor(_reduce(losses, p, batch_shape))
     if inplace:
         # NumPy wrote into the input behind torch's back: bump its version counter so that
         # any other op that saved the input notices (torch's in-place check).
         torch.autograd.graph.increment_version(input)
-        return _loss_tensor(loss), input.detach()
-    return _loss_tensor(loss), torch.from_numpy(grad)
+        return loss, input.detach()
+    return loss, torch.from_numpy(grad)
+
+
+def _reduce(losses: np.ndarray, p: CrossEntropyTargets, batch_shape: tuple[int, ...]):
+    return reduce_row_losses(losses, p.reduction, p.denominator, p.out_dtype, batch_shape)
 
 
 def _loss_tensor(loss) -> torch.Tensor:

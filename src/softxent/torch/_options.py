@@ -63,6 +63,45 @@ def make_options(
 
     ``ignore_index=None`` means -100 (torch's ``F.linear_cross_entropy`` convention).
     """
+    given = (
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        softcap,
+        inplace_backward,
+        chunk_size,
+    )
+    # The types belong to the key: True == 1 and 0.1 == np.float64(0.1), yet they are
+    # checked differently. Only plain Python values are remembered (hashable, immutable).
+    if not all(type(value) in _PLAIN_TYPES for value in given):
+        return _check_options(*given)
+    key = given + tuple(type(value) for value in given)
+    options = _CHECKED.get(key)
+    if options is None:
+        options = _check_options(*given)
+        if len(_CHECKED) < _MAX_CHECKED:
+            _CHECKED[key] = options
+    return options
+
+
+#: Options already checked, by their values and types: a training loop calls the loss with
+#: the same few options every step, and checking them anew is a measurable part of a call
+#: on a small batch. Only valid options get here (a check that raises stores nothing).
+_CHECKED: dict[tuple, LossOptions] = {}
+_MAX_CHECKED = 256
+_PLAIN_TYPES = (int, float, str, bool, type(None))
+
+
+def _check_options(
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    inplace_backward: Any,
+    chunk_size: Any,
+) -> LossOptions:
     if ignore_index is None:
         ignore_index = -100
     return LossOptions(
@@ -112,12 +151,11 @@ def use_numpy_kernels(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    present = [t for t in tensors if t is not None]
-    supported = (
-        options.numpy_compatible
-        and present[0].dtype in _NUMPY_DTYPES
-        and all(t.device.type == "cpu" and t.dtype != torch.bfloat16 for t in present)
-    )
+    logits = tensors[0]
+    supported = options.numpy_compatible and logits is not None and logits.dtype in _NUMPY_DTYPES
+    for t in tensors:  # a plain loop: this runs on every call, small ones too
+        if supported and t is not None:
+            supported = t.device.type == "cpu" and t.dtype != torch.bfloat16
     if backend == "numpy" and not supported:
         raise ValueError(
             "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"
