@@ -162,11 +162,7 @@ def row_losses(
     if p.t is None and x.ndim == 2 and axis == 1 and _fits_one_block(x, p):
         return _run_small(x, p, grad, g_rows)
     losses = np.empty(rows, p.ct)
-    arrays = [x]
-    if p.t is not None:
-        arrays.append(p.t)
-    if grad is not None:
-        arrays.append(grad)
+    arrays = [a for a in (x, p.t, grad) if a is not None]  # logits, [targets], [gradient]
     blocks = RowBlocks(arrays, axis)
     grad_index = len(arrays) - 1
     in_place = grad is x  # then the logits must survive the exponentials
