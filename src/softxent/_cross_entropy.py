@@ -27,6 +27,7 @@ from softxent._validation import (
 )
 
 __all__ = [
+    "CrossEntropyCall",
     "CrossEntropyTargets",
     "LossAndGrad",
     "cross_entropy",
@@ -115,22 +116,35 @@ def cross_entropy_targets(
     )  # fmt: skip
 
 
-class _Call(NamedTuple):
-    """A validated cross-entropy call."""
+class CrossEntropyCall(NamedTuple):
+    """A validated cross-entropy call: the logits, their class axis and the targets."""
 
     x: np.ndarray  # logits
     axis: int
     batch_shape: tuple[int, ...]  # the loss shape of reduction="none"
     targets: CrossEntropyTargets
 
-    def reduce(self, losses: np.ndarray) -> Any:
+    @classmethod
+    def of(cls, x: np.ndarray, axis: int, targets: CrossEntropyTargets) -> CrossEntropyCall:
+        """The call on logits ``x`` (classes along ``axis``) whose ``targets`` are checked."""
+        return cls(x, axis, x.shape[:axis] + x.shape[axis + 1 :], targets)
+
+    def loss(self, grad: np.ndarray | None = None, grad_output: Any = None) -> Loss:
+        """The reduced loss; with ``grad`` (the logits' shape, or ``x`` itself to compute in
+        place) also the gradient of ``grad_output`` times the loss, written into ``grad``."""
+        p = self.targets
+        g_rows = None if grad is None else row_grad_scale(grad_output, p, self.batch_shape)
+        return self.reduce(row_losses(self.x, self.axis, p, grad, g_rows))
+
+    def reduce(self, losses: np.ndarray) -> Loss:
+        """The flat per-row ``losses`` reduced as the call asks (torch's rules)."""
         p = self.targets
         return reduce_losses(losses, p.reduction, p.denominator, p.out_dtype, self.batch_shape)
 
 
 def _prepare(
     logits, target, axis, weight, ignore_index, reduction, label_smoothing, name="logits"
-) -> _Call:
+) -> CrossEntropyCall:
     x = as_float_array(logits, name)
     axis, num_classes = class_axis(x, axis, name)
     options = check_loss_options(reduction, label_smoothing, ignore_index)
@@ -142,7 +156,7 @@ def _prepare(
         prob_shape=x.shape, prob_note=f"the shape of {name}",
     )  # fmt: skip
     targets = cross_entropy_targets(target, t, is_index, weight, x.dtype, num_classes, options)
-    return _Call(x, axis, batch_shape, targets)
+    return CrossEntropyCall(x, axis, batch_shape, targets)
 
 
 def row_losses(
@@ -409,7 +423,7 @@ def cross_entropy(
     array([1.2362868 , 0.91492397, 0.9729189 ], dtype=float32)
     """
     call = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
-    return call.reduce(row_losses(call.x, call.axis, call.targets))
+    return call.loss()
 
 
 def cross_entropy_with_grad(
@@ -480,10 +494,7 @@ def cross_entropy_with_grad(
     """
     call = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
     grad = _check_out(out, call.x)
-    p = call.targets
-    g_rows = row_grad_scale(grad_output, p, call.batch_shape)
-    losses = row_losses(call.x, call.axis, p, grad, g_rows)
-    return LossAndGrad(call.reduce(losses), grad)
+    return LossAndGrad(call.loss(grad, grad_output), grad)
 
 
 def _check_out(out: Any, x: np.ndarray) -> np.ndarray:

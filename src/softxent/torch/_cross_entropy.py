@@ -17,12 +17,9 @@ import numpy as np
 import torch
 
 from softxent._cross_entropy import (
-    CrossEntropyTargets,
+    CrossEntropyCall,
     cross_entropy_targets,
-    row_grad_scale,
-    row_losses,
 )
-from softxent._reduction import reduce_losses as reduce_row_losses
 from softxent._validation import Reduction
 from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
@@ -218,23 +215,18 @@ def _forward_numpy(input, target, weight, options, need_grad):
     checked = (options.reduction, options.label_smoothing, options.ignore_index)
     is_index = t.shape != x.shape  # torch's dispatch, checked by check_target
     p = cross_entropy_targets(t, t, is_index, w, x.dtype, x.shape[axis], checked)
-    batch_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    call = CrossEntropyCall.of(x, axis, p)
     if not need_grad:
-        return _loss_tensor(_reduce(row_losses(x, axis, p), p, batch_shape)), None
+        return _loss_tensor(call.loss()), None
     inplace = options.inplace_backward
     grad = x if inplace else np.empty_like(x)
-    losses = row_losses(x, axis, p, grad, row_grad_scale(None, p, batch_shape))
-    loss = _loss_tensor(_reduce(losses, p, batch_shape))
+    loss = _loss_tensor(call.loss(grad))
     if inplace:
         # NumPy wrote into the input behind torch's back: bump its version counter so that
         # any other op that saved the input notices (torch's in-place check).
         torch.autograd.graph.increment_version(input)
         return loss, input.detach()
     return loss, torch.from_numpy(grad)
-
-
-def _reduce(losses: np.ndarray, p: CrossEntropyTargets, batch_shape: tuple[int, ...]):
-    return reduce_row_losses(losses, p.reduction, p.denominator, p.out_dtype, batch_shape)
 
 
 def _loss_tensor(loss) -> torch.Tensor:
