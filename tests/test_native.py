@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -543,3 +544,38 @@ def test_elementwise_losses_match_the_numpy_kernels(loss, shape, dtype, reductio
         scale *= max(1, x.size)
     assert_close(got.loss, expected.loss, dtype, scale=scale)
     assert_close(got.grad, expected.grad, dtype, scale=scale)
+
+
+@pytest.mark.parametrize(
+    "loss", ["mse_loss", "binary_cross_entropy_with_logits", "binary_cross_entropy"]
+)
+def test_elementwise_losses_allocate_no_numpy_scratch_when_native(loss):
+    # The NumPy kernels need up to five block-sized scratch buffers per thread; where the
+    # native kernel takes every block only the loss block is allocated (one per thread).
+    rng = np.random.default_rng(0)
+    x = rng.random((200_000, 10), dtype=np.float32) * 0.98 + 0.01  # in (0, 1) for bce
+    t = (rng.random((200_000, 10)) > 0.5).astype(np.float32)
+    fn = getattr(sx, f"{loss}_with_grad")
+    fn(x, t)  # warm: the thread pool and its stacks exist before tracing
+    tracemalloc.start()
+    try:
+        fn(x, t)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    block_bytes = 1024 * 1024  # _elementwise.BLOCK_BYTES
+    extra = peak - x.nbytes  # beyond the returned gradient
+    assert extra <= (sx.get_num_threads() + 1) * block_bytes, extra
+
+
+def test_scratch_buffers_are_allocated_when_first_indexed():
+    from softxent._rowwise import Scratch
+
+    store: list[np.ndarray | None] = [None, None, None]
+    scratch = Scratch(store, (8, 5), np.dtype(np.float32)).rows(3)
+    tail = scratch[1:]
+    assert len(tail) == 2 and store == [None, None, None]
+    assert tail[1].shape == (3, 5) and store[2] is not None and store[:2] == [None, None]
+    assert scratch[2].base is store[2]  # the same buffer, seen through either view
+    with pytest.raises(IndexError):
+        tail[2]

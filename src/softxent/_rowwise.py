@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import overload
 
 import numpy as np
 
@@ -19,6 +20,51 @@ def compute_dtype(*dtypes: np.dtype) -> np.dtype:
     return _FLOAT64 if _FLOAT64 in dtypes else _FLOAT32
 
 
+class Scratch(Sequence[np.ndarray]):
+    """A worker's scratch buffers, each a C-contiguous ``(rows, C)`` array of the compute
+    dtype allocated on first use.
+
+    A native block kernel takes most blocks without the NumPy kernels' scratch, so a buffer
+    nobody indexes is never allocated (the extra memory of a call stays one or two blocks
+    per thread). ``scratch[k:]`` is the same kind of view of the buffers from ``k`` on.
+    """
+
+    def __init__(self, store: list[np.ndarray | None], shape: tuple[int, int], ct: np.dtype):
+        self._store = store  # shared by the views of one worker: allocated once per worker
+        self._shape = shape  # (block rows, C): the size each buffer is allocated at
+        self._ct = ct
+        self._first = 0
+        self._rows = shape[0]
+
+    def rows(self, rows: int) -> Scratch:
+        """The same buffers, each seen as its first ``rows`` rows (a shorter last block)."""
+        view = Scratch(self._store, self._shape, self._ct)
+        view._first, view._rows = self._first, rows
+        return view
+
+    def __len__(self) -> int:
+        return len(self._store) - self._first
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Scratch: ...
+    def __getitem__(self, index: int | slice) -> np.ndarray | Scratch:
+        if isinstance(index, slice):
+            if index.step not in (None, 1) or index.stop is not None:
+                raise ValueError("Scratch slices are tails only: scratch[k:]")
+            view = self.rows(self._rows)
+            view._first = self._first + min(len(self), index.start or 0)
+            return view
+        if not 0 <= index < len(self):
+            raise IndexError(f"scratch buffer {index} of {len(self)}")
+        k = self._first + index
+        buffer = self._store[k]
+        if buffer is None:
+            buffer = self._store[k] = np.empty(self._shape, self._ct)
+        return buffer[: self._rows]
+
+
 def for_each_block(
     blocks: RowBlocks,
     ct: np.dtype,
@@ -30,29 +76,26 @@ def for_each_block(
     """Call ``body(task, scratch, consts)`` for every block, in parallel.
 
     ``scratch`` holds ``num_scratch`` C-contiguous ``(rows, C)`` buffers of ``ct`` owned by
-    the calling worker (allocated once per worker, not per block). A block holds at most
-    ``block_bytes`` of ``ct`` (default ``_blocks.BLOCK_BYTES``), or one row.
+    the calling worker (a :class:`Scratch`: each allocated once per worker, when first
+    indexed). A block holds at most ``block_bytes`` of ``ct`` (default
+    ``_blocks.BLOCK_BYTES``), or one row.
     """
     per_block = _blocks.rows_per_block(blocks.num_classes, ct.itemsize, block_bytes)
     block_rows = min(per_block, max(1, blocks.num_rows))
     tasks = blocks.tasks(block_rows)
     consts = make_consts(ct, blocks.num_classes, block_rows)
-    if len(tasks) == 1:  # small input: no thread hand-off
-        task = tasks[0]
-        shape = (task.stop - task.start, blocks.num_classes)
-        with np.errstate(all="ignore"):
-            body(task, [np.empty(shape, ct) for _ in range(num_scratch)], consts)
-        return
 
-    def work(my_tasks) -> None:
-        buffers = [np.empty((block_rows, blocks.num_classes), ct) for _ in range(num_scratch)]
+    def work(my_tasks: Iterable[Task]) -> None:
+        scratch = Scratch([None] * num_scratch, (block_rows, blocks.num_classes), ct)
         # NaN and inf results are the documented semantics, not something to warn about;
         # errstate is per thread, so each worker sets it.
         with np.errstate(all="ignore"):
             for task in my_tasks:
-                rows = task.stop - task.start
-                body(task, [b[:rows] for b in buffers], consts)
+                body(task, scratch.rows(task.stop - task.start), consts)
 
+    if len(tasks) == 1:  # small input: no thread hand-off
+        work(tasks)
+        return
     run_parallel(work, tasks)
 
 
