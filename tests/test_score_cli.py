@@ -140,6 +140,20 @@ def test_text_inputs_and_weight(tmp_path, capsys, weights):
     assert report["weighted"] is True
 
 
+@pytest.mark.parametrize("weights", [[0.0, 0.0, 0.0], [1.0, 0.0, 3.0], [0.0, 2.0, 0.0]])
+def test_table_says_why_metrics_are_blank_when_target_weights_sum_to_zero(
+    tmp_path, capsys, weights
+):
+    np.savetxt(tmp_path / "x.csv", DEMO_LOGITS, delimiter=",")
+    (tmp_path / "y.txt").write_text("1\n1\n1\n")  # every target is class 1
+    np.savetxt(tmp_path / "w.csv", [weights], delimiter=",")
+    code = score_main(tmp_path / "x.csv", tmp_path / "y.txt", "--weight", tmp_path / "w.csv")
+    assert code == 0
+    scored = next(line for line in capsys.readouterr().out.splitlines() if "scored" in line)
+    zero = weights[1] == 0.0
+    assert ("target weights sum to 0" in scored) is zero, scored
+
+
 def test_axis_and_ignore_index(tmp_path, capsys):
     x = np.random.default_rng(1).standard_normal((4, 5, 6))
     y = np.random.default_rng(2).integers(-1, 5, (4, 6))

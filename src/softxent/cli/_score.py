@@ -260,6 +260,15 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def _zero_weight_note(r: ScoreResult) -> str:
+    """Why every metric is blank although rows were scored: their class weights sum to 0,
+    so the weighted mean is 0/0 and :func:`softxent.score` leaves every metric undefined
+    (the confidence bins stay empty)."""
+    if r.n_scored and not r.bin_counts.any():
+        return "  (their target weights sum to 0: no metric is defined)"
+    return ""
+
+
 def format_table(r: ScoreResult, logits_name: str, targets_name: str, logits) -> str:
     """The metrics as an aligned text table."""
     shape = " x ".join(str(n) for n in logits.shape)
@@ -270,7 +279,7 @@ def format_table(r: ScoreResult, logits_name: str, targets_name: str, logits) ->
         f"{'samples':<18}{r.n_samples:>12}",
         f"{'ignored':<18}{r.n_ignored:>12}",
         f"{'non-finite':<18}{r.n_nonfinite:>12}  ({r.nonfinite_treatment} from all metrics)",
-        f"{'scored':<18}{r.n_scored:>12}",
+        f"{'scored':<18}{r.n_scored:>12}" + _zero_weight_note(r),
         f"{'cross-entropy':<18}{_fmt(r.cross_entropy):>12}  nats"
         + ("  (class-weighted mean)" if r.weighted else ""),
         f"{'':<18}{_fmt(r.cross_entropy_bits):>12}  bits",
