@@ -197,11 +197,17 @@ def test_out_of_range_class_index_is_softxents_error(torch_kernel_route, rows):
         cross_entropy(x, t)
 
 
-@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
-def test_non_finite_weight_is_softxents_error(torch_kernel_route, bad):
-    x, t, _ = make_call((4, 5))
+@pytest.mark.parametrize("classes", [5, 100])  # weights checked as a list, and as a tensor
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0])
+def test_weights_not_positive_and_finite_keep_softxents_path(torch_kernel_route, classes, bad):
+    x, t, _ = make_call((4, classes))
+    weight = torch.ones(classes)
+    weight[classes // 2] = bad
+    if bad == 0.0:
+        own_path_loss(x, t, weight=weight)
+        return
     with pytest.raises(ValueError, match="weight must be finite"):
-        cross_entropy(x, t, torch.tensor([1.0, bad, 1, 1, 1]))
+        cross_entropy(x, t, weight)
 
 
 def test_ignore_index_inside_the_classes(torch_kernel_route):

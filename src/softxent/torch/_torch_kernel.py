@@ -42,8 +42,8 @@ MAX_NARROW_ROWS = 256
 NARROW_CLASSES = 32
 
 _DTYPES = (torch.float32, torch.float64)
-#: Up to this many class indices are range-checked as a Python list (cheaper than tensor
-#: reductions on a few values).
+#: Up to this many class indices or class weights are checked as a Python list (cheaper
+#: than tensor reductions on a few values).
 _LIST_CHECK = 64
 
 
@@ -96,8 +96,10 @@ def torch_cross_entropy(
 
 
 def _positive_finite(weight: torch.Tensor) -> bool:
+    if weight.numel() <= _LIST_CHECK:
+        return all(0.0 < w < math.inf for w in weight.tolist())  # False for NaN too
     low, high = torch.aminmax(weight)
-    return 0.0 < float(low) and float(high) < math.inf  # False for NaN too
+    return 0.0 < float(low) and float(high) < math.inf
 
 
 def _ignores_any(target: torch.Tensor, num_classes: int, ignore_index: int) -> bool:
