@@ -190,18 +190,22 @@ def restore_threads():
 #: (softxent/torch/_torch_kernel.py). The tests are there to check softxent's own kernels
 #: at every size against torch, so that hand-over is off in every test except those that
 #: ask for it with the ``torch_kernel_route`` fixture (tests/torch/test_torch_kernel_route.py).
-SHIPPED_MAX_LOGITS = torch_kernel.MAX_LOGITS
+SHIPPED_LIMITS = {
+    name: getattr(torch_kernel, name) for name in ("MAX_LOGITS", "MAX_NARROW_LOGITS")
+}
 
 
 @pytest.fixture(autouse=True)
 def _own_kernels_at_every_size(monkeypatch):
-    monkeypatch.setattr(torch_kernel, "MAX_LOGITS", -1)  # no input is that small
+    for name in SHIPPED_LIMITS:
+        monkeypatch.setattr(torch_kernel, name, -1)  # no input is that small
 
 
 @pytest.fixture
 def torch_kernel_route(_own_kernels_at_every_size, monkeypatch):
     """The hand-over of small CPU calls to torch's kernel, as shipped."""
-    monkeypatch.setattr(torch_kernel, "MAX_LOGITS", SHIPPED_MAX_LOGITS)
+    for name, limit in SHIPPED_LIMITS.items():
+        monkeypatch.setattr(torch_kernel, name, limit)
 
 
 # ---------------------------------------------------------------------- hypothesis shapes

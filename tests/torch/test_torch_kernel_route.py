@@ -108,28 +108,30 @@ def test_forward_only_is_torch_values(torch_kernel_route, monkeypatch):
 @pytest.mark.parametrize(
     ("shape", "routed"),
     [
-        ((1024, 32), True),  # MAX_LOGITS logits, classes not narrow
-        ((1025, 32), False),
-        ((256, 10), True),  # MAX_NARROW_ROWS rows of narrow classes
-        ((257, 10), False),
-        ((2, 10, 128), True),  # (N, C, d): the rows are N * d
-        ((2, 10, 129), False),
+        ((4096, 16), True),  # MAX_LOGITS logits, classes not narrow
+        ((4097, 16), False),
+        ((1024, 3), True),  # MAX_NARROW_LOGITS logits of narrow classes
+        ((1025, 3), False),
+        ((2, 15, 102), True),  # (N, C, d): 3060 logits of 15 classes
+        ((2, 15, 103), False),
     ],
 )
 def test_size_limits_as_shipped(torch_kernel_route, shape, routed):
-    assert _torch_kernel.MAX_LOGITS == 1024 * 32
-    assert (_torch_kernel.MAX_NARROW_ROWS, _torch_kernel.NARROW_CLASSES) == (256, 32)
+    assert (_torch_kernel.MAX_LOGITS, _torch_kernel.MAX_NARROW_LOGITS) == (65536, 3072)
+    assert _torch_kernel.NARROW_CLASSES == 16
     x, t, _ = make_call(shape)
     loss = cross_entropy(x, t)
     assert runs_torch_kernel(loss) == routed
     torch.testing.assert_close(loss, F.cross_entropy(x, t), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("limit", [11, 12])
-def test_moved_limit_is_respected(torch_kernel_route, monkeypatch, limit):
-    monkeypatch.setattr(_torch_kernel, "MAX_LOGITS", limit)
-    x, t, _ = make_call((3, 4))  # 12 logits, classes narrow: 3 rows is under the row limit
-    assert runs_torch_kernel(cross_entropy(x, t)) == (limit >= 12)
+@pytest.mark.parametrize("limit", [59, 60])
+@pytest.mark.parametrize("name", ["MAX_LOGITS", "MAX_NARROW_LOGITS"])
+def test_moved_limit_is_respected(torch_kernel_route, monkeypatch, name, limit):
+    monkeypatch.setattr(_torch_kernel, name, limit)
+    classes = 20 if name == "MAX_LOGITS" else 4  # wide or narrow rows
+    x, t, _ = make_call((60 // classes, classes))  # 60 logits
+    assert runs_torch_kernel(cross_entropy(x, t)) == (limit >= 60)
 
 
 def own_path_loss(x, t, **options):
@@ -224,3 +226,11 @@ def test_forced_backends_and_other_devices_never_run_torch_kernel(torch_kernel_r
     meta = x.detach().to("meta").requires_grad_(True)
     loss = cross_entropy(meta, t.to("meta"))
     assert loss.device.type == "meta" and not runs_torch_kernel(loss)
+
+
+def test_route_is_off_in_the_other_tests():
+    # tests/conftest.py turns every limit off unless a test asks for torch_kernel_route, so
+    # the rest of the suite checks softxent's own kernels even on 3 x 3 inputs.
+    for shape in ((3, 3), (3, 20)):
+        x, t, _ = make_call(shape)
+        own_path_loss(x, t)

@@ -128,7 +128,7 @@ def cross_entropy(
     graph is retained (``retain_graph=True``), so a second backward is still correct.
     Double backward (``create_graph=True``) is not supported and raises, except on the
     small CPU calls that run ``F.cross_entropy`` itself because it is the faster there
-    (float32/float64 input of at most 32,768 logits, int64 class indices or probabilities
+    (float32/float64 input of at most 65,536 logits, int64 class indices or probabilities
     of the input's dtype, positive finite class weights of the input's dtype, none of the
     options beyond torch's): their graph is torch's.
 

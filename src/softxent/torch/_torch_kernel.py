@@ -29,17 +29,20 @@ from softxent.torch._validation import check_class_index_range
 
 __all__ = ["runs_torch_kernel", "torch_cross_entropy"]
 
-#: The sizes that run torch's kernel: at most ``MAX_LOGITS`` logits, and at most
-#: ``MAX_NARROW_ROWS`` rows when a row has fewer than ``NARROW_CLASSES`` classes (torch's
-#: per-row cost is high on such rows, so its kernel stops being the cheaper one sooner).
-#: Measured on CPU as the crossover of a timing sweep (N x C from 4 x 3 to 4096 x 10000,
-#: ``softxent.torch.cross_entropy`` against ``F.cross_entropy``, forward + backward,
-#: float32, default options, 1 and 2 threads, interleaved repeats in one process):
-#: torch's kernel is the faster one up to about 30,000-100,000 logits for C >= 32, up to
-#: about 256 rows for C = 10 and about 1,000 rows for C = 3.
-MAX_LOGITS = 32768
-MAX_NARROW_ROWS = 256
-NARROW_CLASSES = 32
+#: The sizes that run torch's kernel: at most ``MAX_LOGITS`` logits, or ``MAX_NARROW_LOGITS``
+#: when a row has fewer than ``NARROW_CLASSES`` classes (rows narrower than one AVX-512
+#: vector of float32, which torch's CPU kernel runs at a high cost per row). Measured as
+#: the crossover of a timing sweep on CPU: ``softxent.torch.cross_entropy`` (own path)
+#: against ``F.cross_entropy``, forward + backward, float32, default options, 1 thread,
+#: the minimum of 5 interleaved repeats per size in one process, N x C from 4 x 3 to
+#: 4096 x 10000. With C >= 16 torch's kernel was the faster at 32,768 and 65,536 logits
+#: for every C tried (32 to 10,000; up to 3x), the two were even around 100,000 and
+#: softxent's the faster from about 130,000 on (2-3x at 256,000). With C = 3, 8, 10, 15
+#: the crossover lies between 2048 logits (torch faster, 1.3x) and 4096 (softxent
+#: faster, 1.2x).
+MAX_LOGITS = 65536
+MAX_NARROW_LOGITS = 3072
+NARROW_CLASSES = 16
 
 _DTYPES = (torch.float32, torch.float64)
 #: Up to this many class indices or class weights are checked as a Python list (cheaper
@@ -64,8 +67,7 @@ def runs_torch_kernel(
     num_classes = input.shape[0 if input.ndim == 1 else 1]
     logits = input.numel()
     if (
-        logits > MAX_LOGITS
-        or (num_classes < NARROW_CLASSES and logits > MAX_NARROW_ROWS * num_classes)
+        logits > (MAX_LOGITS if num_classes >= NARROW_CLASSES else MAX_NARROW_LOGITS)
         or input.dtype not in _DTYPES
         or options.inplace_backward
         or not options.numpy_compatible
