@@ -234,3 +234,35 @@ def test_route_is_off_in_the_other_tests():
     for shape in ((3, 3), (3, 20)):
         x, t, _ = make_call(shape)
         own_path_loss(x, t)
+
+
+@pytest.mark.parametrize("rows", [8, 100])  # class indices checked as a list, as a tensor
+@pytest.mark.parametrize(
+    ("ignore_index", "special", "bad"),
+    [
+        (-100, [-100, -100], None),  # ignored rows below the classes
+        (-100, [-100, -200], -200),  # an index below the ignored one
+        (-100, [-100, 5], 5),  # an index above the classes
+        (-100, [-100, -1], -1),
+        (7, [7, 7], None),  # ignored rows above the classes
+        (7, [7, 8], 8),  # an index above the ignored one
+        (7, [7, -1], -1),
+        (2, [2, 2], None),  # ignore_index inside the classes
+        (2, [2, 5], 5),
+    ],
+)
+def test_ignored_and_out_of_range_indices(torch_kernel_route, rows, ignore_index, special, bad):
+    x, t, _ = make_call((rows, 5))
+    t[[1, rows - 2]] = torch.tensor(special)
+    if bad is not None:
+        with pytest.raises(ValueError, match=rf"= {bad} is out of range"):
+            cross_entropy(x, t, ignore_index=ignore_index)
+        return
+    assert_torch_values_and_grads(x, t, {"ignore_index": ignore_index})
+
+
+@pytest.mark.parametrize("rows", [8, 100])
+def test_every_sample_ignored(torch_kernel_route, rows):
+    x, t, _ = make_call((rows, 5))
+    t[:] = -100
+    assert_torch_values_and_grads(x, t, {})  # a NaN mean, as torch's

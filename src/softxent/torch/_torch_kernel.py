@@ -80,7 +80,9 @@ def runs_torch_kernel(
         return True
     # An ignored sample's gradient row is 0 in softxent, NaN in torch if its logits are not
     # finite: torch's kernel runs only when that cannot happen.
-    return not need_grad or bool(np.isfinite(input.detach().numpy()).all())
+    # Any NaN or infinity makes the sum non-finite (a sum that overflows only sends a
+    # finite input to softxent's path, which is right too).
+    return not need_grad or bool(np.isfinite(input.detach().numpy().sum()))
 
 
 def torch_cross_entropy(
@@ -108,11 +110,14 @@ def _ignores_any(target: torch.Tensor, num_classes: int, ignore_index: int) -> b
     """Whether some class index equals ``ignore_index``; raises for one out of range."""
     can_ignore = 0 <= ignore_index < num_classes  # then an index in range may be ignored
     if target.numel() <= _LIST_CHECK:
-        values = (target if target.ndim == 1 else target.reshape(-1)).tolist()
-        if 0 <= min(values, default=0) and max(values, default=0) < num_classes:
+        values = sorted((target if target.ndim == 1 else target.reshape(-1)).tolist())
+        if not values or (0 <= values[0] and values[-1] < num_classes):
             return can_ignore and ignore_index in values
-        if all(0 <= v < num_classes or v == ignore_index for v in values):
-            return True  # some index is out of range: the ignored one
+        ignored = values.count(ignore_index)
+        if ignored and not can_ignore:  # the ignored are the lowest or the highest values
+            rest = values[ignored:] if ignore_index < 0 else values[: len(values) - ignored]
+            if not rest or (0 <= rest[0] and rest[-1] < num_classes):
+                return True
     else:
         bounds = torch.aminmax(target)
         if 0 <= int(bounds.min) and int(bounds.max) < num_classes and not can_ignore:
