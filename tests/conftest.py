@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import softxent as sx
 from softxent._tolerance import logit_scale, rtol_for  # noqa: F401 (logit_scale: for the tests)
+from softxent.torch import _torch_kernel as torch_kernel
 
 # The oracles run thousands of tiny torch calls; with intra-op threads on a loaded machine
 # each autograd call costs ~30 ms of spinning instead of ~0.1 ms.
@@ -183,6 +184,28 @@ def restore_threads():
     before = sx.get_num_threads()
     yield
     sx.set_num_threads(before)
+
+
+#: softxent.torch.cross_entropy hands small CPU calls to F.cross_entropy
+#: (softxent/torch/_torch_kernel.py). The tests are there to check softxent's own kernels
+#: at every size against torch, so that hand-over is off in every test except those that
+#: ask for it with the ``torch_kernel_route`` fixture (tests/torch/test_torch_kernel_route.py).
+SHIPPED_LIMITS = {
+    name: getattr(torch_kernel, name) for name in ("MAX_LOGITS", "MAX_NARROW_LOGITS")
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_kernels_at_every_size(monkeypatch):
+    for name in SHIPPED_LIMITS:
+        monkeypatch.setattr(torch_kernel, name, -1)  # no input is that small
+
+
+@pytest.fixture
+def torch_kernel_route(_own_kernels_at_every_size, monkeypatch):
+    """The hand-over of small CPU calls to torch's kernel, as shipped."""
+    for name, limit in SHIPPED_LIMITS.items():
+        monkeypatch.setattr(torch_kernel, name, limit)
 
 
 # ---------------------------------------------------------------------- hypothesis shapes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -665,3 +667,35 @@ def test_large_batch_reductions_match_torch(dtype, reduction):
     assert_close(sx.cross_entropy(x, y, **options), expected, dtype, scale=logit_scale(x) * 1000)
     loss, _ = sx.cross_entropy_with_grad(x, y, **options)
     assert_close(loss, expected, dtype, scale=logit_scale(x) * 1000)
+
+
+# A float16 loss beyond 65504 is inf in torch, without a warning: softxent's too (NumPy's
+# float32 -> float16 cast used to add "overflow encountered in cast"). Each loss is 120000.
+OVERFLOWING_FLOAT16 = (np.array([[-6e4, 6e4], [6e4, -6e4]], np.float16), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_float16_loss_overflows_to_inf_silently(reduction, with_grad):
+    x, y = OVERFLOWING_FLOAT16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if with_grad:
+            loss = sx.cross_entropy_with_grad(x, y, reduction=reduction).loss
+        else:
+            loss = sx.cross_entropy(x, y, reduction=reduction)
+    expected = torch.nn.functional.cross_entropy(
+        torch.from_numpy(x), torch.from_numpy(y), reduction=reduction
+    ).numpy()
+    assert np.isinf(expected).all()  # torch's float16 loss overflows too
+    assert_close(loss, expected, np.float16)
+
+
+def test_float16_sum_overflows_to_inf_silently():
+    # Each loss fits float16, their sum does not (a float64 sum rounded once, as torch's
+    # float16 sum overflows).
+    x = np.tile(np.array([[-30000.0, 30000.0]], np.float16), (3, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = sx.cross_entropy(x, [0, 0, 0], reduction="sum")
+    assert loss.dtype == np.float16 and loss == np.inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -443,3 +444,13 @@ def test_out_of_range_target_names_its_global_position():
     y[777] = 9
     with pytest.raises(ValueError, match=r"target\[777\] = 9"):
         sx.score(x, y, batch_bytes=64)
+
+
+def test_float16_per_sample_loss_overflows_to_inf_silently():
+    # torch's float16 loss is inf here, without a warning; NumPy's cast used to warn.
+    x = np.array([[-60000.0, 60000.0], [0.0, 1.0]], np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = sx.score(x, [0, 1], per_sample=True)
+    assert r.per_sample.dtype == np.float16
+    assert r.per_sample[0] == np.inf and np.isfinite(r.per_sample[1])

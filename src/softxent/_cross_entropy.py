@@ -319,9 +319,7 @@ def _run_small(
     """
     shape = x.shape
     losses = np.empty(shape[0], p.ct)
-    if _native.takes(x, grad) and _NativeIndexOperands(p, g_rows).run(
-        x, 0, shape[0], losses, grad
-    ):
+    if _NativeIndexOperands(p, g_rows).run(x, 0, shape[0], losses, grad):  # False: not taken
         return losses
     # In place, the logits must survive the exponentials: rows that overflow are redone.
     if grad is None or grad.dtype != p.ct or grad is x:

@@ -31,20 +31,44 @@ def reduce_losses(
 ) -> Loss:
     """Reduce the flat per-sample ``losses``; 'none' is reshaped to ``shape``."""
     if reduction == "none":
-        return losses.astype(dtype, copy=False).reshape(shape)
+        return cast_losses(losses, dtype).reshape(shape)
     # fsum (exactly rounded) is also the cheaper call on the few losses of a small input.
     total = (
         math.fsum(losses.tolist()) if losses.size <= 64 else float(losses.sum(dtype=np.float64))
     )
     if reduction == "sum":
+        return _round(total, dtype)
+    return _round(ieee_divide(total, denominator), dtype)
+
+
+def cast_losses(losses: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``losses`` as ``dtype`` (no copy when it already is): a loss beyond float16's range
+    becomes ``inf`` silently, as in torch, instead of with NumPy's overflow warning."""
+    if losses.dtype == dtype or dtype.itemsize >= losses.dtype.itemsize:
+        return losses.astype(dtype, copy=False)  # exact, or a widening that cannot overflow
+    with np.errstate(over="ignore"):
+        return losses.astype(dtype)
+
+
+def _round(total: float, dtype: np.dtype) -> np.floating[Any]:
+    """A reduced loss (a Python float) as a NumPy scalar of ``dtype``: beyond the dtype's
+    range it is ``inf``, silently (torch's result), not with NumPy's overflow warning."""
+    if abs(total) <= _LARGEST.get(dtype.itemsize, math.inf) or not math.isfinite(total):
         return dtype.type(total)
-    return dtype.type(ieee_divide(total, denominator))
+    with np.errstate(over="ignore"):
+        return dtype.type(total)
+
+
+#: The largest finite float16 and float32, by item size: smaller values never overflow.
+_LARGEST = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).max)}
 
 
 def ieee_divide(numerator: float, denominator: float) -> float:
     """``numerator / denominator`` with IEEE semantics (torch's): ``x / 0`` is ``±inf``,
     ``0 / 0`` NaN, instead of Python's ZeroDivisionError."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    if denominator != 0:  # Python's float division is IEEE's then (overflow gives inf)
+        return numerator / denominator
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero denominator only
         return float(np.float64(numerator) / np.float64(denominator))
 
 
@@ -96,5 +120,5 @@ def reduce_block_sums(block_sums: np.ndarray, reduction: str, denominator: float
     divided by ``denominator`` for ``"mean"`` (IEEE's division, as :func:`reduce_losses`)."""
     total = math.fsum(block_sums.tolist())
     if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(ieee_divide(total, denominator))
+        return _round(total, dtype)
+    return _round(ieee_divide(total, denominator), dtype)

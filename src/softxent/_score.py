@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 
 from softxent import _kernels
 from softxent._blocks import RowBlocks
-from softxent._reduction import ieee_divide
+from softxent._reduction import cast_losses, ieee_divide
 from softxent._rowwise import compute_dtype, for_each_block
 from softxent._score_reader import row_batches
 from softxent._validation import (
@@ -239,7 +239,8 @@ def score(
         nll, conf, rank = _row_scores(blk, y, ct, max(ks, default=1))
         state.add(nll, conf, rank, y, valid)
         if flat_losses is not None:
-            flat_losses[row0 : row0 + len(y)] = _row_losses(nll, y, valid, class_weight, ct)
+            row_losses = _row_losses(nll, y, valid, class_weight, ct)
+            flat_losses[row0 : row0 + len(y)] = cast_losses(row_losses, flat_losses.dtype)
         row0 += len(y)
         if progress is not None:
             progress(len(y))

@@ -6,7 +6,8 @@ the only logits-sized tensor; ``backward`` just scales it by the upstream gradie
 the pass runs in softxent's NumPy kernels, zero-copy (``Tensor.numpy()`` shares memory);
 elsewhere (and for bfloat16, z-loss and softcap) it is the pure-torch kernel of
 :mod:`softxent.torch._algebra` (shared with tensor parallelism), which never
-synchronises with the host.
+synchronises with the host. Small CPU calls whose result torch defines run
+``F.cross_entropy`` itself, the faster there (:mod:`softxent.torch._torch_kernel`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
+from softxent.torch._torch_kernel import runs_torch_kernel, torch_cross_entropy
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -124,7 +126,11 @@ def cross_entropy(
     Memory: the saved gradient is the only logits-sized tensor kept between forward and
     backward (none with ``inplace_backward``). ``backward`` scales it in place unless the
     graph is retained (``retain_graph=True``), so a second backward is still correct.
-    Double backward (``create_graph=True``) is not supported and raises.
+    Double backward (``create_graph=True``) is not supported and raises, except on the
+    small CPU calls that run ``F.cross_entropy`` itself because it is the faster there
+    (float32/float64 input of at most 65,536 logits, int64 class indices or probabilities
+    of the input's dtype, positive finite class weights of the input's dtype, none of the
+    options beyond torch's): their graph is torch's.
 
     Examples
     --------
@@ -173,6 +179,12 @@ def cross_entropy_with_options(
     check_grad_free(target if prob else None, "target")
     use_numpy = use_numpy_kernels(backend, options, [input, target, weight])
     needs_grad = torch.is_grad_enabled() and input.requires_grad
+    if (
+        use_numpy
+        and backend == "auto"
+        and runs_torch_kernel(input, target, weight, options, prob, need_grad=needs_grad)
+    ):  # a small CPU call whose result torch defines: torch's own kernel is the cheaper
+        return torch_cross_entropy(input, target, weight, options)
     if not needs_grad:  # no_grad / inference_mode / constant input: forward only
         return _forward(input, target, weight, options, prob, use_numpy, need_grad=False)[0]
     if options.inplace_backward and input.is_leaf:

@@ -74,9 +74,10 @@ def make_options(
     )
     # The types belong to the key: True == 1 and 0.1 == np.float64(0.1), yet they are
     # checked differently. Only plain Python values are remembered (hashable, immutable).
-    if not all(type(value) in _PLAIN_TYPES for value in given):
+    types = tuple(map(type, given))
+    if not _PLAIN_TYPES.issuperset(types):
         return _check_options(*given)
-    key = given + tuple(type(value) for value in given)
+    key = given + types
     options = _CHECKED.get(key)
     if options is None:
         options = _check_options(*given)
@@ -90,7 +91,7 @@ def make_options(
 #: on a small batch. Only valid options get here (a check that raises stores nothing).
 _CHECKED: dict[tuple, LossOptions] = {}
 _MAX_CHECKED = 256
-_PLAIN_TYPES = (int, float, str, bool, type(None))
+_PLAIN_TYPES = frozenset((int, float, str, bool, type(None)))
 
 
 def _check_options(
@@ -155,7 +156,7 @@ def use_numpy_kernels(
     supported = options.numpy_compatible and logits is not None and logits.dtype in _NUMPY_DTYPES
     for t in tensors:  # a plain loop: this runs on every call, small ones too
         if supported and t is not None:
-            supported = t.device.type == "cpu" and t.dtype != torch.bfloat16
+            supported = t.is_cpu and t.dtype != torch.bfloat16
     if backend == "numpy" and not supported:
         raise ValueError(
             "backend='numpy' needs CPU tensors, no bfloat16, z_loss=0 and softcap=None"

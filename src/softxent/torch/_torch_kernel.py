@@ -1,0 +1,126 @@
+"""Small CPU calls of ``cross_entropy`` run torch's own ``F.cross_entropy``.
+
+On a small input the time of a call is fixed costs, not arithmetic: a Python
+``torch.autograd.Function`` and the hand-off of the logits to softxent's kernels cost more
+than torch's whole fused kernel (forward and backward) does. So below a size measured on
+CPU, a call whose result torch *defines* anyway is handed to
+``torch.nn.functional.cross_entropy`` with the same arguments: its values and gradients are
+torch's by construction, and gradients flow through torch's autograd. Everything else (and
+every non-CPU tensor) keeps softxent's own path.
+
+"Defines anyway" excludes every input where softxent differs from torch on purpose: half
+precision (softxent computes it in float32 and rounds once), an ignored sample with
+non-finite logits (torch gives it a NaN gradient, softxent 0), class weights that are not
+all positive and finite (a zero "mean" denominator and non-finite weights are handled
+differently), class indices that are out of range (softxent's ``ValueError``) or not
+int64, and the options torch does not have (z-loss, softcap, ``inplace_backward``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from softxent.torch._options import LossOptions
+from softxent.torch._validation import check_class_index_range
+
+__all__ = ["runs_torch_kernel", "torch_cross_entropy"]
+
+#: The sizes that run torch's kernel: at most ``MAX_LOGITS`` logits, or ``MAX_NARROW_LOGITS``
+#: when a row has fewer than ``NARROW_CLASSES`` classes (rows narrower than one AVX-512
+#: vector of float32, which torch's CPU kernel runs at a high cost per row). Measured as
+#: the crossover of a timing sweep on CPU: ``softxent.torch.cross_entropy`` (own path)
+#: against ``F.cross_entropy``, forward + backward, float32, default options, 1 thread,
+#: the minimum of 5 interleaved repeats per size in one process, N x C from 4 x 3 to
+#: 4096 x 10000. With C >= 16 torch's kernel was the faster at 32,768 and 65,536 logits
+#: for every C tried (32 to 10,000; up to 3x), the two were even around 100,000 and
+#: softxent's the faster from about 130,000 on (2-3x at 256,000). With C = 3, 8, 10, 15
+#: the crossover lies between 2048 logits (torch faster, 1.3x) and 4096 (softxent
+#: faster, 1.2x).
+MAX_LOGITS = 65536
+MAX_NARROW_LOGITS = 3072
+NARROW_CLASSES = 16
+
+_DTYPES = (torch.float32, torch.float64)
+#: Up to this many class indices or class weights are checked as a Python list (cheaper
+#: than tensor reductions on a few values).
+_LIST_CHECK = 64
+
+
+def runs_torch_kernel(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: LossOptions,
+    prob: bool,
+    *,
+    need_grad: bool,
+) -> bool:
+    """Whether this validated CPU call runs ``F.cross_entropy`` (see the module's text).
+
+    Raises softxent's ``ValueError`` for an out-of-range class index, as the own path
+    would. Reads values only of inputs small enough for torch's kernel.
+    """
+    num_classes = input.shape[0 if input.ndim == 1 else 1]
+    logits = input.numel()
+    if (
+        logits > (MAX_LOGITS if num_classes >= NARROW_CLASSES else MAX_NARROW_LOGITS)
+        or input.dtype not in _DTYPES
+        or options.inplace_backward
+        or not options.numpy_compatible
+        or target.dtype != (input.dtype if prob else torch.int64)
+    ):
+        return False
+    if weight is not None and not (weight.dtype == input.dtype and _positive_finite(weight)):
+        return False
+    if prob or not _ignores_any(target, num_classes, options.ignore_index):
+        return True
+    # An ignored sample's gradient row is 0 in softxent, NaN in torch if its logits are not
+    # finite: torch's kernel runs only when that cannot happen.
+    # Any NaN or infinity makes the sum non-finite (a sum that overflows only sends a
+    # finite input to softxent's path, which is right too).
+    return not need_grad or bool(np.isfinite(input.detach().numpy().sum()))
+
+
+def torch_cross_entropy(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, options: LossOptions
+) -> torch.Tensor:
+    """``F.cross_entropy`` with the call's arguments."""
+    return F.cross_entropy(
+        input,
+        target,
+        weight,
+        ignore_index=options.ignore_index,
+        reduction=options.reduction,
+        label_smoothing=options.label_smoothing,
+    )
+
+
+def _positive_finite(weight: torch.Tensor) -> bool:
+    if weight.numel() <= _LIST_CHECK:
+        return all(0.0 < w < math.inf for w in weight.tolist())  # False for NaN too
+    low, high = torch.aminmax(weight)
+    return 0.0 < float(low) and float(high) < math.inf
+
+
+def _ignores_any(target: torch.Tensor, num_classes: int, ignore_index: int) -> bool:
+    """Whether some class index equals ``ignore_index``; raises for one out of range."""
+    can_ignore = 0 <= ignore_index < num_classes  # then an index in range may be ignored
+    if target.numel() <= _LIST_CHECK:
+        values = sorted((target if target.ndim == 1 else target.reshape(-1)).tolist())
+        if not values or (0 <= values[0] and values[-1] < num_classes):
+            return can_ignore and ignore_index in values
+        ignored = values.count(ignore_index)
+        if ignored and not can_ignore:  # the ignored are the lowest or the highest values
+            rest = values[ignored:] if ignore_index < 0 else values[: len(values) - ignored]
+            if not rest or (0 <= rest[0] and rest[-1] < num_classes):
+                return True
+    else:
+        bounds = torch.aminmax(target)
+        if 0 <= int(bounds.min) and int(bounds.max) < num_classes and not can_ignore:
+            return False
+    check_class_index_range(target, num_classes, ignore_index)  # raises for a bad index
+    return bool((target == ignore_index).any())
