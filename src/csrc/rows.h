@@ -7,12 +7,12 @@
  * Each row is computed from that row alone, in a fixed order, so a row's result never
  * depends on the block, the thread or the other rows.
  *
- * Wide rows (C > NARROW_MAX_CLASSES), vectorized along the row, three passes over a row
- * that stays in cache: the load (converting float16 or gathering a strided row into a
- * contiguous scratch row) fused with the max; exp(x - m), its sum and the dot products the
- * options need, storing exp where an output follows; then the output. Narrow rows are
- * transposed NARROW_TILE at a time into a (C, tile) scratch so that every vector lane is
- * a row and the same passes run across rows.
+ * Wide rows (see NARROW_MAX_CLASSES for where they start), vectorized along the row,
+ * three passes over a row that stays in cache: the load (converting float16 or gathering a
+ * strided row into a contiguous scratch row) fused with the max; exp(x - m), its sum and
+ * the dot products the options need, storing exp where an output follows; then the output.
+ * Narrow rows are transposed NARROW_TILE at a time into a (C, tile) scratch so that every
+ * vector lane is a row and the same passes run across rows.
  */
 
 #define CAT2_(a, b) a##_##b
@@ -310,27 +310,51 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 /* ---- narrow rows: NARROW_TILE rows at a time, lanes across rows ------------------- */
 
 #define TL NARROW_TILE
+#define TLS NARROW_STRIDE
 
-/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored). */
+/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored).
+ * Contiguous rows are read in memory order (a row at a time, whole cache lines, as the
+ * hardware prefetcher expects) and written into the cache-resident tile with a stride;
+ * strided rows are gathered a class at a time. */
 static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                              T *xt)
 {
-    for (ptrdiff_t c = 0; c < C; c++) {
-        const S *xc = x + c * cs;
-        T *dst = xt + c * TL;
-        for (ptrdiff_t r = 0; r < n; r++)
-            dst[r] = LD(xc[r * rs]);
-        for (ptrdiff_t r = n; r < TL; r++)
-            dst[r] = 0;
+    if (cs == 1) {
+        for (ptrdiff_t r = 0; r < n; r++) {
+            const S *xr = x + r * rs;
+            for (ptrdiff_t c = 0; c < C; c++)
+                xt[c * TLS + r] = LD(xr[c]);
+        }
+    } else {
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const S *xc = x + c * cs;
+            T *dst = xt + c * TLS;
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < n; r++)
+                dst[r] = LD(xc[r * rs]);
+        }
     }
+    for (ptrdiff_t c = 0; c < C; c++)
+        for (ptrdiff_t r = n; r < TL; r++)
+            xt[c * TLS + r] = 0;
 }
 
+/* The inverse of gather: o[i0 + r][c] = ot[c][r] for r < n, rounded once to S. */
 static inline void K(scatter)(S *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                               const T *ot)
 {
+    if (cs == 1) {
+        for (ptrdiff_t r = 0; r < n; r++) {
+            S *orow = o + r * rs;
+            for (ptrdiff_t c = 0; c < C; c++)
+                orow[c] = ST(ot[c * TLS + r]);
+        }
+        return;
+    }
     for (ptrdiff_t c = 0; c < C; c++) {
         S *oc = o + c * cs;
-        const T *src = ot + c * TL;
+        const T *src = ot + c * TLS;
+#pragma omp simd
         for (ptrdiff_t r = 0; r < n; r++)
             oc[r * rs] = ST(src[r]);
     }
@@ -344,7 +368,7 @@ static inline void K(tile_max)(const T *xt, ptrdiff_t C, T *m)
     for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
         for (int r = 0; r < TL; r++)
-            m[r] = xt[c * TL + r] > m[r] ? xt[c * TL + r] : m[r];
+            m[r] = xt[c * TLS + r] > m[r] ? xt[c * TLS + r] : m[r];
     }
 }
 
@@ -357,8 +381,8 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
     for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
-            T v = EXPT(xt[c * TL + r] - m[r]);
-            et[c * TL + r] = v;
+            T v = EXPT(xt[c * TLS + r] - m[r]);
+            et[c * TLS + r] = v;
             s[r] += v;
         }
     }
@@ -382,7 +406,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
             for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * s[r];
+                    xt[c * TLS + r] = xt[c * TLS + r] * s[r];
             }
         } else {
             K(tile_sum_exp)(xt, C, m, s, et);
@@ -392,7 +416,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
             for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = (xt[c * TL + r] - m[r]) - s[r];
+                    xt[c * TLS + r] = (xt[c * TLS + r] - m[r]) - s[r];
             }
         }
         K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
@@ -433,7 +457,7 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], sum_q[TL], k[TL], hit[TL], spread[TL];
-    int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in vector lanes */
+    int32_t y[TL]; /* C <= NARROW_REDUCE_MAX_CLASSES: fits, and compares in lanes */
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         const S *x = X + i0 * J->x_rs;
@@ -441,7 +465,7 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
         K(tile_max)(xt, C, m);
         for (int r = 0; r < TL; r++) {
             y[r] = r < n && !prob ? (int32_t)J->y[i0 + r] : 0;
-            x_y[r] = xt[y[r] * TL + r];
+            x_y[r] = xt[y[r] * TLS + r];
             sum_q[r] = 0;
             dot[r] = 0;
         }
@@ -451,10 +475,10 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
                 T scale = sc ? sc[c] : (T)1, off = of ? of[c] : (T)0;
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T q = qt[c * TL + r];
+                    T q = qt[c * TLS + r];
                     q = sc ? q * scale : q;
                     q = of ? q + off : q;
-                    qt[c * TL + r] = q;
+                    qt[c * TLS + r] = q;
                     sum_q[r] += q;
                 }
             }
@@ -465,8 +489,8 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
                 T w = cw ? cw[c] : (T)1;
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T d = xt[c * TL + r] - m[r];
-                    dot[r] += (prob ? qt[c * TL + r] : w) * d;
+                    T d = xt[c * TLS + r] - m[r];
+                    dot[r] += (prob ? qt[c * TLS + r] : w) * d;
                 }
             }
         }
@@ -522,30 +546,31 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
             if (prob) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * k[r] - qt[c * TL + r] * hit[r];
+                    xt[c * TLS + r] = xt[c * TLS + r] * k[r] - qt[c * TLS + r] * hit[r];
             } else if (eps != 0) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T v = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
-                    xt[c * TL + r] = v - spread[r] * w;
+                    T v = xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TLS + r] = v - spread[r] * w;
                 }
             } else {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TLS + r] = xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
             }
         }
         if (valid) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
             for (ptrdiff_t r = 0; r < n; r++)
                 if (!valid[r])
                     for (ptrdiff_t c = 0; c < C; c++)
-                        xt[c * TL + r] = 0;
+                        xt[c * TLS + r] = 0;
         }
         K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
     }
 }
 
 #undef TL
+#undef TLS
 
 #if SAME
 /* exp (or log) of each entry of a contiguous array, for the accuracy tests. */
@@ -568,10 +593,11 @@ static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int log)
 static int K(run)(const job_t *J)
 {
     const ptrdiff_t C = J->classes;
-    const int narrow = C <= NARROW_MAX_CLASSES;
+    const int writes_rows = J->op == OP_SOFTMAX || J->op == OP_LOG_SOFTMAX || J->out;
+    const int narrow = C <= (writes_rows ? NARROW_MAX_CLASSES : NARROW_REDUCE_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
-    size_t per = narrow ? (size_t)NARROW_MAX_CLASSES * NARROW_TILE : (size_t)C;
+    size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
     size_t bytes = ((per * sizeof(T) + 63) / 64) * 64;
     char *mem = aligned_alloc(64, 3 * bytes);
     if (!mem)
