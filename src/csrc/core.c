@@ -21,6 +21,10 @@
 
 #include "job.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h> /* F16C and AVX-512 conversions, used inside the target regions */
+#endif
+
 #define NAME_3(f, i) f##_##i
 #define NAME_2(f, i) NAME_3(f, i)
 #define NAME(f) NAME_2(f, ISA)

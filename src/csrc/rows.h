@@ -33,6 +33,16 @@ static inline const T *K(load_max)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf
         return x;
     }
 #endif
+#ifdef LD_ROW
+    if (cs == 1) {
+        LD_ROW(x, buf, C);
+#pragma omp simd reduction(max : m)
+        for (ptrdiff_t j = 0; j < C; j++)
+            m = buf[j] > m ? buf[j] : m;
+        *max = m;
+        return buf;
+    }
+#endif
     if (cs == 1) {
 #pragma omp simd reduction(max : m)
         for (ptrdiff_t j = 0; j < C; j++) {
@@ -56,6 +66,12 @@ static inline const T *K(load)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf)
 #if SAME
     if (cs == 1)
         return x;
+#endif
+#ifdef LD_ROW
+    if (cs == 1) {
+        LD_ROW(x, buf, C);
+        return buf;
+    }
 #endif
     if (cs == 1) {
 #pragma omp simd
@@ -87,9 +103,16 @@ static inline void K(store_scaled)(S *o, ptrdiff_t cs, ptrdiff_t C, T *row, T sc
         for (ptrdiff_t j = 0; j < C; j++)
             row[j] = row[j] * scale;
     } else if (cs == 1) {
+#ifdef ST_ROW
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            row[j] = row[j] * scale; /* row is scratch here: o is not T */
+        ST_ROW(row, o, C);
+#else
 #pragma omp simd
         for (ptrdiff_t j = 0; j < C; j++)
             o[j] = ST(row[j] * scale);
+#endif
     } else {
         for (ptrdiff_t j = 0; j < C; j++)
             o[j * cs] = ST(row[j] * scale);
@@ -101,9 +124,13 @@ static inline void K(store)(S *o, ptrdiff_t cs, ptrdiff_t C, const T *row)
     if ((const void *)o == (const void *)row)
         return;
     if (cs == 1) {
+#ifdef ST_ROW
+        ST_ROW(row, o, C);
+#else
 #pragma omp simd
         for (ptrdiff_t j = 0; j < C; j++)
             o[j] = ST(row[j]);
+#endif
     } else {
         for (ptrdiff_t j = 0; j < C; j++)
             o[j * cs] = ST(row[j]);
@@ -313,33 +340,30 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 #define TLS NARROW_STRIDE
 
 /* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored).
- * Contiguous rows are read in memory order (a row at a time, whole cache lines, as the
- * hardware prefetcher expects) and written into the cache-resident tile with a stride;
- * strided rows are gathered a class at a time. */
+ * A full tile is loaded a class at a time as vector gathers (the fastest of the orders
+ * measured, from contiguous rows too); the last, partial tile of a block element by element. */
 static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                              T *xt)
 {
-    if (cs == 1) {
-        for (ptrdiff_t r = 0; r < n; r++) {
-            const S *xr = x + r * rs;
-            for (ptrdiff_t c = 0; c < C; c++)
-                xt[c * TLS + r] = LD(xr[c]);
-        }
-    } else {
-        for (ptrdiff_t c = 0; c < C; c++) {
-            const S *xc = x + c * cs;
-            T *dst = xt + c * TLS;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const S *xc = x + c * cs;
+        T *dst = xt + c * TLS;
+        if (n == TL) {
 #pragma omp simd
-            for (ptrdiff_t r = 0; r < n; r++)
+            for (int r = 0; r < TL; r++)
                 dst[r] = LD(xc[r * rs]);
+            continue;
         }
-    }
-    for (ptrdiff_t c = 0; c < C; c++)
+        for (ptrdiff_t r = 0; r < n; r++)
+            dst[r] = LD(xc[r * rs]);
         for (ptrdiff_t r = n; r < TL; r++)
-            xt[c * TLS + r] = 0;
+            dst[r] = 0;
+    }
 }
 
-/* The inverse of gather: o[i0 + r][c] = ot[c][r] for r < n, rounded once to S. */
+/* The inverse of gather: o[i0 + r][c] = ot[c][r] for r < n, rounded once to S.
+ * Contiguous rows are written in memory order; element by element (vector scatters
+ * measured slower). */
 static inline void K(scatter)(S *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                               const T *ot)
 {
@@ -354,7 +378,6 @@ static inline void K(scatter)(S *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptr
     for (ptrdiff_t c = 0; c < C; c++) {
         S *oc = o + c * cs;
         const T *src = ot + c * TLS;
-#pragma omp simd
         for (ptrdiff_t r = 0; r < n; r++)
             oc[r * rs] = ST(src[r]);
     }
@@ -386,6 +409,20 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
             s[r] += v;
         }
     }
+}
+
+/* dst[r] = src[r] for r < n (src NULL: fill for every r), fill for the padding rows. */
+static inline void K(lanes)(T *dst, const T *src, ptrdiff_t n, T fill)
+{
+    if (src) {
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < n; r++)
+            dst[r] = src[r];
+    } else {
+        n = 0;
+    }
+    for (ptrdiff_t r = n; r < TL; r++)
+        dst[r] = fill;
 }
 
 static void K(narrow_map)(const job_t *J, T *xt, T *et)
@@ -458,13 +495,24 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], sum_q[TL], k[TL], hit[TL], spread[TL];
     int32_t y[TL]; /* C <= NARROW_REDUCE_MAX_CLASSES: fits, and compares in lanes */
+    const int64_t *Y = J->y; /* the job's fields in locals: stores to the tile could alias */
+    const T g_scalar = (T)J->g_scalar;
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         const S *x = X + i0 * J->x_rs;
         K(gather)(x, J->x_rs, J->x_cs, n, C, xt);
         K(tile_max)(xt, C, m);
+        if (prob) {
+            memset(y, 0, sizeof(y));
+        } else {
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < n; r++)
+                y[r] = (int32_t)Y[i0 + r];
+            for (ptrdiff_t r = n; r < TL; r++)
+                y[r] = 0;
+        }
+#pragma omp simd
         for (int r = 0; r < TL; r++) {
-            y[r] = r < n && !prob ? (int32_t)J->y[i0 + r] : 0;
             x_y[r] = xt[y[r] * TLS + r];
             sum_q[r] = 0;
             dot[r] = 0;
@@ -503,11 +551,16 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
          * the gradient's per-row factors, in vector lanes too. */
         const unsigned char *valid = J->valid ? J->valid + i0 : NULL;
         T gt[TL], wt[TL], ok[TL], lt[TL];
-        for (int r = 0; r < TL; r++) {
-            int in = r < n;
-            gt[r] = G && in ? G[i0 + r] : (T)J->g_scalar;
-            wt[r] = wy && in ? wy[i0 + r] : (T)1;
-            ok[r] = valid && in ? (T)valid[r] : (T)1;
+        K(lanes)(gt, G ? G + i0 : NULL, n, g_scalar);
+        K(lanes)(wt, wy ? wy + i0 : NULL, n, (T)1);
+        if (valid) {
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < n; r++)
+                ok[r] = (T)valid[r];
+            for (ptrdiff_t r = n; r < TL; r++)
+                ok[r] = 1;
+        } else {
+            K(lanes)(ok, NULL, 0, (T)1);
         }
         if (prob) { /* loss = (sum q) log s - sum q (x - m); grad = p (g sum q) / s - q g */
 #pragma omp simd
