@@ -2,7 +2,8 @@
  *
  * Design (the reasons, once):
  * - One pass per row where the maths allows it, every later pass reading the row from
- *   cache; float16 is converted in the kernel, never materialized as a float32 copy.
+ *   cache; float16 is converted in the kernel (F16C instructions where the CPU has them),
+ *   never materialized as a float32 copy.
  * - Plain C and the CPython buffer protocol: no build dependency beyond a C compiler, no
  *   NumPy headers (the blocks arrive as strided buffers; Python validates everything).
  * - The same kernel source is compiled for several instruction sets (AVX-512, AVX2+FMA,

@@ -257,21 +257,23 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         T hit = eps != 0 ? g * (keep * wt) : g * wt;
         T coef = eps != 0 ? hit + g * eps_w_c : hit;
         T k = coef / s;
+        if (eps == 0) {
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < C; j++)
-            orow[j] = orow[j] * k;
-        orow[y] -= hit;
-        if (eps != 0) {
-            T spread = g * eps_c;
+            for (ptrdiff_t j = 0; j < C; j++)
+                orow[j] = orow[j] * k;
+            orow[y] -= hit;
+        } else { /* one pass; the target's entry then redone in the order above */
+            T spread = g * eps_c, e_y = orow[y];
             if (cw) {
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < C; j++)
-                    orow[j] -= spread * cw[j];
+                    orow[j] = orow[j] * k - spread * cw[j];
             } else {
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < C; j++)
-                    orow[j] -= spread;
+                    orow[j] = orow[j] * k - spread;
             }
+            orow[y] = (e_y * k - hit) - (cw ? spread * cw[y] : spread);
         }
         K(store)(o, J->o_cs, C, orow);
     }
