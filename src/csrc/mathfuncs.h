@@ -173,7 +173,8 @@ static inline void NAME(half_row_to_f32)(const uint16_t *h, float *f, ptrdiff_t 
     ptrdiff_t done = 0;
 #if defined(__AVX512F__)
     for (; done + 16 <= n; done += 16)
-        _mm512_storeu_ps(f + done, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + done))));
+        _mm512_storeu_ps(f + done,
+                         _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + done))));
 #elif defined(__F16C__)
     for (; done + 8 <= n; done += 8)
         _mm256_storeu_ps(f + done, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + done))));

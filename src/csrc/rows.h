@@ -659,7 +659,8 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
             } else {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TLS + r] = xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TLS + r] =
+                        xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
             }
         }
         if (valid) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
@@ -697,7 +698,9 @@ static int K(run)(const job_t *J)
 {
     const ptrdiff_t C = J->classes;
     const int writes_rows = J->op == OP_SOFTMAX || J->op == OP_LOG_SOFTMAX || J->out;
-    const int narrow = C <= (writes_rows ? NARROW_MAX_CLASSES : NARROW_REDUCE_MAX_CLASSES);
+    const int narrow = C <= (writes_rows            ? NARROW_MAX_CLASSES
+                             : J->op == OP_CE_PROB ? NARROW_PROB_MAX_CLASSES
+                                                   : NARROW_REDUCE_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
     size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
