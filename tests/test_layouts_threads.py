@@ -165,6 +165,7 @@ CASES = [
     ((5, 6, 7), 1, np.float32),
     ((4, 3, 2, 9), 0, np.float16),
     ((300, 17), 0, np.float64),
+    ((150, 100), -1, np.float32),  # forward kernels: lanes across rows, 64-row tiles
 ]
 
 

@@ -178,8 +178,10 @@ def _special_logits(rng, shape, dtype) -> np.ndarray:
     return x
 
 
-#: Narrow rows (vectorized across rows), the boundary, and wide rows (along the row).
-CLASS_COUNTS = st.sampled_from([1, 2, 3, 7, 10, 31, 32, 33, 64, 100, 257, 1000])
+#: Narrow rows (vectorized across rows), the boundary, and wide rows (along the row); the
+#: kernels that write no rows back take rows up to 128 classes (logsumexp, the class-index
+#: forward) or 100 (the probability-target forward) across rows too: those boundaries.
+CLASS_COUNTS = st.sampled_from([1, 2, 3, 7, 10, 31, 32, 33, 64, 100, 101, 128, 129, 257, 1000])
 DTYPES = st.sampled_from([np.float16, np.float32, np.float64])
 
 
@@ -287,9 +289,44 @@ def test_cross_entropy_with_probabilities_matches_the_numpy_kernels(
     for isa in ISAS:
         core.set_isa(isa)
         loss, grad = run()
+        forward = sx.cross_entropy(x, t, **kwargs)  # no gradient: a kernel of its own
         core.set_isa(ISAS[-1])
         assert_close(loss, expected_loss, x.dtype, scale=logit_scale(x))
+        assert_close(forward, expected_loss, x.dtype, scale=logit_scale(x))
         assert_close(grad, expected_grad, x.dtype, scale=logit_scale(x))
+
+
+@pytest.mark.parametrize("num_classes", [33, 47, 100, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values_in_the_tail_of_a_wide_row(isa, num_classes, dtype):
+    # Wide rows take the exps of their last C % 16 entries from one padded vector: a NaN,
+    # +inf or -inf there, or a row whose max sits there, must act as anywhere else.
+    rng = np.random.default_rng(num_classes)
+    x = (rng.standard_normal((6, num_classes)) * 3).astype(dtype)
+    tail = num_classes - num_classes % 16
+    x[0, -1] = np.inf
+    x[1, -1] = np.nan
+    x[2, tail:] = -np.inf
+    x[3, -1] = 50.0  # the row max
+    x[4] = -np.inf
+    x[4, -1] = 0.0  # the only finite entry
+    y = np.array([num_classes - 1, 0, tail - 1, num_classes - 1, num_classes - 1, 1])
+    w = rng.uniform(0.5, 2.0, num_classes).astype(dtype)
+    t = random_probs(x.shape, -1, dtype, seed=3)
+    kwargs = dict(weight=w, label_smoothing=0.1, reduction="none")
+    calls = [
+        lambda: sx.softmax(x),
+        lambda: sx.log_softmax(x),
+        lambda: sx.logsumexp(x),
+        lambda: sx.cross_entropy_with_grad(x, y, reduction="none"),
+        lambda: sx.cross_entropy_with_grad(x, y, **kwargs),
+        lambda: sx.cross_entropy_with_grad(x, t, **kwargs),
+    ]
+    for call in calls:
+        got, expected = call(), _with_numpy_kernels(call)
+        pairs = zip(got, expected, strict=True) if isinstance(got, tuple) else [(got, expected)]
+        for g, e in pairs:
+            assert_close(g, e, dtype, scale=logit_scale(x[np.isfinite(x)]))
 
 
 # --------------------------------------------------- native vs NumPy, the block kernels

@@ -2,7 +2,8 @@
  *
  * Design (the reasons, once):
  * - One pass per row where the maths allows it, every later pass reading the row from
- *   cache; float16 is converted in the kernel, never materialized as a float32 copy.
+ *   cache; float16 is converted in the kernel (F16C instructions where the CPU has them),
+ *   never materialized as a float32 copy.
  * - Plain C and the CPython buffer protocol: no build dependency beyond a C compiler, no
  *   NumPy headers (the blocks arrive as strided buffers; Python validates everything).
  * - The same kernel source is compiled for several instruction sets (AVX-512, AVX2+FMA,
@@ -20,6 +21,10 @@
 #include <stdlib.h>
 
 #include "job.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h> /* F16C and AVX-512 conversions, used inside the target regions */
+#endif
 
 #define NAME_3(f, i) f##_##i
 #define NAME_2(f, i) NAME_3(f, i)

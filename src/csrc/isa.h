@@ -46,6 +46,8 @@
 #define SFX f16
 #define LD(v) NAME(half_to_f32)(v)
 #define ST(v) NAME(f32_to_half)(v)
+#define LD_ROW(s, t, n) NAME(half_row_to_f32)((s), (t), (n))
+#define ST_ROW(t, s, n) NAME(f32_row_to_half)((t), (s), (n))
 #define EXPT NAME(exp_f32)
 #define LOGT NAME(log_f32)
 #define SEL sel_f32
@@ -56,6 +58,8 @@
 #undef SEL
 #undef LD
 #undef ST
+#undef LD_ROW
+#undef ST_ROW
 #undef SAME
 #undef EXPT
 #undef LOGT
@@ -63,13 +67,8 @@
 /* float16 <-> float32 over contiguous arrays, for the tests of the conversions. */
 static void NAME(half_array)(const void *x, void *y, ptrdiff_t n, int to_half)
 {
-    if (to_half) {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            ((uint16_t *)y)[i] = NAME(f32_to_half)(((const float *)x)[i]);
-    } else {
-#pragma omp simd
-        for (ptrdiff_t i = 0; i < n; i++)
-            ((float *)y)[i] = NAME(half_to_f32)(((const uint16_t *)x)[i]);
-    }
+    if (to_half)
+        NAME(f32_row_to_half)((const float *)x, (uint16_t *)y, n);
+    else
+        NAME(half_row_to_f32)((const uint16_t *)x, (float *)y, n);
 }

@@ -164,3 +164,39 @@ static ALWAYS_INLINE uint16_t NAME(f32_to_half)(float v)
     uint32_t o = sel_u32(u >= 0x47800000u, special, sel_u32(u < 0x38800000u, sub, norm));
     return (uint16_t)(o | (sign >> 16));
 }
+
+/* Rows of float16 <-> float: the instruction set's conversions where it has them (F16C,
+ * in x86-64-v3 and up: exact one way, rounded to nearest even the other, like NumPy's
+ * astype), the element functions above for the rest. */
+static inline void NAME(half_row_to_f32)(const uint16_t *h, float *f, ptrdiff_t n)
+{
+    ptrdiff_t done = 0;
+#if defined(__AVX512F__)
+    for (; done + 16 <= n; done += 16)
+        _mm512_storeu_ps(f + done,
+                         _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + done))));
+#elif defined(__F16C__)
+    for (; done + 8 <= n; done += 8)
+        _mm256_storeu_ps(f + done, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + done))));
+#endif
+#pragma omp simd
+    for (ptrdiff_t j = done; j < n; j++)
+        f[j] = NAME(half_to_f32)(h[j]);
+}
+
+static inline void NAME(f32_row_to_half)(const float *f, uint16_t *h, ptrdiff_t n)
+{
+    ptrdiff_t done = 0;
+#if defined(__AVX512F__)
+    for (; done + 16 <= n; done += 16)
+        _mm256_storeu_si256((__m256i *)(h + done),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(f + done), _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__)
+    for (; done + 8 <= n; done += 8)
+        _mm_storeu_si128((__m128i *)(h + done),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(f + done), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#pragma omp simd
+    for (ptrdiff_t j = done; j < n; j++)
+        h[j] = NAME(f32_to_half)(f[j]);
+}

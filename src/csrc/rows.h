@@ -7,12 +7,12 @@
  * Each row is computed from that row alone, in a fixed order, so a row's result never
  * depends on the block, the thread or the other rows.
  *
- * Wide rows (C > NARROW_MAX_CLASSES), vectorized along the row, three passes over a row
- * that stays in cache: the load (converting float16 or gathering a strided row into a
- * contiguous scratch row) fused with the max; exp(x - m), its sum and the dot products the
- * options need, storing exp where an output follows; then the output. Narrow rows are
- * transposed NARROW_TILE at a time into a (C, tile) scratch so that every vector lane is
- * a row and the same passes run across rows.
+ * Wide rows (see NARROW_MAX_CLASSES for where they start), vectorized along the row,
+ * three passes over a row that stays in cache: the load (converting float16 or gathering a
+ * strided row into a contiguous scratch row) fused with the max; exp(x - m), its sum and
+ * the dot products the options need, storing exp where an output follows; then the output.
+ * Narrow rows are transposed NARROW_TILE at a time into a (C, tile) scratch so that every
+ * vector lane is a row and the same passes run across rows.
  */
 
 #define CAT2_(a, b) a##_##b
@@ -31,6 +31,16 @@ static inline const T *K(load_max)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf
             m = x[j] > m ? x[j] : m;
         *max = m;
         return x;
+    }
+#endif
+#ifdef LD_ROW
+    if (cs == 1) {
+        LD_ROW(x, buf, C);
+#pragma omp simd reduction(max : m)
+        for (ptrdiff_t j = 0; j < C; j++)
+            m = buf[j] > m ? buf[j] : m;
+        *max = m;
+        return buf;
     }
 #endif
     if (cs == 1) {
@@ -56,6 +66,12 @@ static inline const T *K(load)(const S *x, ptrdiff_t cs, ptrdiff_t C, T *buf)
 #if SAME
     if (cs == 1)
         return x;
+#endif
+#ifdef LD_ROW
+    if (cs == 1) {
+        LD_ROW(x, buf, C);
+        return buf;
+    }
 #endif
     if (cs == 1) {
 #pragma omp simd
@@ -87,9 +103,16 @@ static inline void K(store_scaled)(S *o, ptrdiff_t cs, ptrdiff_t C, T *row, T sc
         for (ptrdiff_t j = 0; j < C; j++)
             row[j] = row[j] * scale;
     } else if (cs == 1) {
+#ifdef ST_ROW
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < C; j++)
+            row[j] = row[j] * scale; /* row is scratch here: o is not T */
+        ST_ROW(row, o, C);
+#else
 #pragma omp simd
         for (ptrdiff_t j = 0; j < C; j++)
             o[j] = ST(row[j] * scale);
+#endif
     } else {
         for (ptrdiff_t j = 0; j < C; j++)
             o[j * cs] = ST(row[j] * scale);
@@ -101,30 +124,60 @@ static inline void K(store)(S *o, ptrdiff_t cs, ptrdiff_t C, const T *row)
     if ((const void *)o == (const void *)row)
         return;
     if (cs == 1) {
+#ifdef ST_ROW
+        ST_ROW(row, o, C);
+#else
 #pragma omp simd
         for (ptrdiff_t j = 0; j < C; j++)
             o[j] = ST(row[j]);
+#endif
     } else {
         for (ptrdiff_t j = 0; j < C; j++)
             o[j * cs] = ST(row[j]);
     }
 }
 
+/* Wide rows are vectorized EXP_BLOCK entries at a time (a multiple of every vector width
+ * used); the last C % EXP_BLOCK entries of a row get their exps from one more, padded
+ * vector instead of a scalar remainder loop, which paid a scalar exp per entry (some 40% of
+ * the time of a 100-class row). v[j] = exp(xr[j] - m) for j < n, 0 after. */
+#define EXP_BLOCK 16
+
+static inline void K(exp_tail)(const T *xr, ptrdiff_t n, T m, T *v)
+{
+    T in[EXP_BLOCK];
+    for (int j = 0; j < EXP_BLOCK; j++)
+        in[j] = j < n ? xr[j] : m;
+#pragma omp simd
+    for (int j = 0; j < EXP_BLOCK; j++)
+        v[j] = SEL(j < n, EXPT(in[j] - m), (T)0);
+}
+
 /* sum_j exp(x_j - m), storing each exp in e when e is not NULL. */
 static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
 {
+    const ptrdiff_t B = C - C % EXP_BLOCK;
     T s = 0;
     if (e) {
 #pragma omp simd reduction(+ : s)
-        for (ptrdiff_t j = 0; j < C; j++) {
+        for (ptrdiff_t j = 0; j < B; j++) {
             T v = EXPT(xr[j] - m);
             e[j] = v;
             s += v;
         }
     } else {
 #pragma omp simd reduction(+ : s)
-        for (ptrdiff_t j = 0; j < C; j++)
+        for (ptrdiff_t j = 0; j < B; j++)
             s += EXPT(xr[j] - m);
+    }
+    if (B < C) {
+        T v[EXP_BLOCK];
+        K(exp_tail)(xr + B, C - B, m, v);
+        for (ptrdiff_t j = B; j < C; j++) {
+            if (e)
+                e[j] = v[j - B];
+            s += v[j - B];
+        }
     }
     return s;
 }
@@ -197,9 +250,10 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         const T x_y = xr[y]; /* read before the gradient may overwrite the row */
         T s = 0, dot = 0;
         if (eps != 0) { /* sum_c w_c (x_c - m), for the smoothing term */
+            const ptrdiff_t B = C - C % EXP_BLOCK;
             if (cw) {
 #pragma omp simd reduction(+ : s, dot)
-                for (ptrdiff_t j = 0; j < C; j++) {
+                for (ptrdiff_t j = 0; j < B; j++) {
                     T d = xr[j] - m;
                     T v = EXPT(d);
                     dot += cw[j] * d;
@@ -208,12 +262,22 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
                 }
             } else {
 #pragma omp simd reduction(+ : s, dot)
-                for (ptrdiff_t j = 0; j < C; j++) {
+                for (ptrdiff_t j = 0; j < B; j++) {
                     T d = xr[j] - m;
                     T v = EXPT(d);
                     dot += d;
                     orow[j] = v;
                     s += v;
+                }
+            }
+            if (B < C) {
+                T v[EXP_BLOCK];
+                K(exp_tail)(xr + B, C - B, m, v);
+                for (ptrdiff_t j = B; j < C; j++) {
+                    T d = xr[j] - m;
+                    dot += cw ? cw[j] * d : d;
+                    orow[j] = v[j - B];
+                    s += v[j - B];
                 }
             }
         } else {
@@ -230,21 +294,23 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         T hit = eps != 0 ? g * (keep * wt) : g * wt;
         T coef = eps != 0 ? hit + g * eps_w_c : hit;
         T k = coef / s;
+        if (eps == 0) {
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < C; j++)
-            orow[j] = orow[j] * k;
-        orow[y] -= hit;
-        if (eps != 0) {
-            T spread = g * eps_c;
+            for (ptrdiff_t j = 0; j < C; j++)
+                orow[j] = orow[j] * k;
+            orow[y] -= hit;
+        } else { /* one pass; the target's entry then redone in the order above */
+            T spread = g * eps_c, e_y = orow[y];
             if (cw) {
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < C; j++)
-                    orow[j] -= spread * cw[j];
+                    orow[j] = orow[j] * k - spread * cw[j];
             } else {
 #pragma omp simd
                 for (ptrdiff_t j = 0; j < C; j++)
-                    orow[j] -= spread;
+                    orow[j] = orow[j] * k - spread;
             }
+            orow[y] = (e_y * k - hit) - (cw ? spread * cw[y] : spread);
         }
         K(store)(o, J->o_cs, C, orow);
     }
@@ -285,14 +351,25 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
         S *o = O ? O + i * J->o_rs : NULL;
         T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
         T s = 0, sum_q = 0, dot = 0;
+        const ptrdiff_t B = C - C % EXP_BLOCK;
 #pragma omp simd reduction(+ : s, sum_q, dot)
-        for (ptrdiff_t j = 0; j < C; j++) {
+        for (ptrdiff_t j = 0; j < B; j++) {
             T d = xr[j] - m;
             T v = EXPT(d);
             sum_q += q[j];
             dot += q[j] * d;
             orow[j] = v;
             s += v;
+        }
+        if (B < C) {
+            T v[EXP_BLOCK];
+            K(exp_tail)(xr + B, C - B, m, v);
+            for (ptrdiff_t j = B; j < C; j++) {
+                sum_q += q[j];
+                dot += q[j] * (xr[j] - m);
+                orow[j] = v[j - B];
+                s += v[j - B];
+            }
         }
         /* loss = sum_c q_c (lse - x_c) = (sum q) log s - sum_c q_c (x_c - m) */
         loss[i] = sum_q * LOGT(s) - dot;
@@ -310,14 +387,23 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 /* ---- narrow rows: NARROW_TILE rows at a time, lanes across rows ------------------- */
 
 #define TL NARROW_TILE
+#define TLS NARROW_STRIDE
 
-/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored). */
+/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored).
+ * A full tile is loaded a class at a time as vector gathers (the fastest of the orders
+ * measured, from contiguous rows too); the last, partial tile of a block element by element. */
 static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                              T *xt)
 {
     for (ptrdiff_t c = 0; c < C; c++) {
         const S *xc = x + c * cs;
-        T *dst = xt + c * TL;
+        T *dst = xt + c * TLS;
+        if (n == TL) {
+#pragma omp simd
+            for (int r = 0; r < TL; r++)
+                dst[r] = LD(xc[r * rs]);
+            continue;
+        }
         for (ptrdiff_t r = 0; r < n; r++)
             dst[r] = LD(xc[r * rs]);
         for (ptrdiff_t r = n; r < TL; r++)
@@ -325,12 +411,23 @@ static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n
     }
 }
 
+/* The inverse of gather: o[i0 + r][c] = ot[c][r] for r < n, rounded once to S.
+ * Contiguous rows are written in memory order; element by element (vector scatters
+ * measured slower). */
 static inline void K(scatter)(S *o, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
                               const T *ot)
 {
+    if (cs == 1) {
+        for (ptrdiff_t r = 0; r < n; r++) {
+            S *orow = o + r * rs;
+            for (ptrdiff_t c = 0; c < C; c++)
+                orow[c] = ST(ot[c * TLS + r]);
+        }
+        return;
+    }
     for (ptrdiff_t c = 0; c < C; c++) {
         S *oc = o + c * cs;
-        const T *src = ot + c * TL;
+        const T *src = ot + c * TLS;
         for (ptrdiff_t r = 0; r < n; r++)
             oc[r * rs] = ST(src[r]);
     }
@@ -344,7 +441,7 @@ static inline void K(tile_max)(const T *xt, ptrdiff_t C, T *m)
     for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
         for (int r = 0; r < TL; r++)
-            m[r] = xt[c * TL + r] > m[r] ? xt[c * TL + r] : m[r];
+            m[r] = xt[c * TLS + r] > m[r] ? xt[c * TLS + r] : m[r];
     }
 }
 
@@ -357,11 +454,25 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
     for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
-            T v = EXPT(xt[c * TL + r] - m[r]);
-            et[c * TL + r] = v;
+            T v = EXPT(xt[c * TLS + r] - m[r]);
+            et[c * TLS + r] = v;
             s[r] += v;
         }
     }
+}
+
+/* dst[r] = src[r] for r < n (src NULL: fill for every r), fill for the padding rows. */
+static inline void K(lanes)(T *dst, const T *src, ptrdiff_t n, T fill)
+{
+    if (src) {
+#pragma omp simd
+        for (ptrdiff_t r = 0; r < n; r++)
+            dst[r] = src[r];
+    } else {
+        n = 0;
+    }
+    for (ptrdiff_t r = n; r < TL; r++)
+        dst[r] = fill;
 }
 
 static void K(narrow_map)(const job_t *J, T *xt, T *et)
@@ -382,7 +493,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
             for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * s[r];
+                    xt[c * TLS + r] = xt[c * TLS + r] * s[r];
             }
         } else {
             K(tile_sum_exp)(xt, C, m, s, et);
@@ -392,7 +503,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
             for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = (xt[c * TL + r] - m[r]) - s[r];
+                    xt[c * TLS + r] = (xt[c * TLS + r] - m[r]) - s[r];
             }
         }
         K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
@@ -433,15 +544,26 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], sum_q[TL], k[TL], hit[TL], spread[TL];
-    int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in vector lanes */
+    int32_t y[TL]; /* C <= NARROW_REDUCE_MAX_CLASSES: fits, and compares in lanes */
+    const int64_t *Y = J->y; /* the job's fields in locals: stores to the tile could alias */
+    const T g_scalar = (T)J->g_scalar;
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         const S *x = X + i0 * J->x_rs;
         K(gather)(x, J->x_rs, J->x_cs, n, C, xt);
         K(tile_max)(xt, C, m);
+        if (prob) {
+            memset(y, 0, sizeof(y));
+        } else {
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < n; r++)
+                y[r] = (int32_t)Y[i0 + r];
+            for (ptrdiff_t r = n; r < TL; r++)
+                y[r] = 0;
+        }
+#pragma omp simd
         for (int r = 0; r < TL; r++) {
-            y[r] = r < n && !prob ? (int32_t)J->y[i0 + r] : 0;
-            x_y[r] = xt[y[r] * TL + r];
+            x_y[r] = xt[y[r] * TLS + r];
             sum_q[r] = 0;
             dot[r] = 0;
         }
@@ -451,10 +573,10 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
                 T scale = sc ? sc[c] : (T)1, off = of ? of[c] : (T)0;
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T q = qt[c * TL + r];
+                    T q = qt[c * TLS + r];
                     q = sc ? q * scale : q;
                     q = of ? q + off : q;
-                    qt[c * TL + r] = q;
+                    qt[c * TLS + r] = q;
                     sum_q[r] += q;
                 }
             }
@@ -465,8 +587,8 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
                 T w = cw ? cw[c] : (T)1;
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T d = xt[c * TL + r] - m[r];
-                    dot[r] += (prob ? qt[c * TL + r] : w) * d;
+                    T d = xt[c * TLS + r] - m[r];
+                    dot[r] += (prob ? qt[c * TLS + r] : w) * d;
                 }
             }
         }
@@ -479,11 +601,16 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
          * the gradient's per-row factors, in vector lanes too. */
         const unsigned char *valid = J->valid ? J->valid + i0 : NULL;
         T gt[TL], wt[TL], ok[TL], lt[TL];
-        for (int r = 0; r < TL; r++) {
-            int in = r < n;
-            gt[r] = G && in ? G[i0 + r] : (T)J->g_scalar;
-            wt[r] = wy && in ? wy[i0 + r] : (T)1;
-            ok[r] = valid && in ? (T)valid[r] : (T)1;
+        K(lanes)(gt, G ? G + i0 : NULL, n, g_scalar);
+        K(lanes)(wt, wy ? wy + i0 : NULL, n, (T)1);
+        if (valid) {
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < n; r++)
+                ok[r] = (T)valid[r];
+            for (ptrdiff_t r = n; r < TL; r++)
+                ok[r] = 1;
+        } else {
+            K(lanes)(ok, NULL, 0, (T)1);
         }
         if (prob) { /* loss = (sum q) log s - sum q (x - m); grad = p (g sum q) / s - q g */
 #pragma omp simd
@@ -522,30 +649,32 @@ static void K(narrow_ce)(const job_t *J, T *xt, T *qt)
             if (prob) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * k[r] - qt[c * TL + r] * hit[r];
+                    xt[c * TLS + r] = xt[c * TLS + r] * k[r] - qt[c * TLS + r] * hit[r];
             } else if (eps != 0) {
 #pragma omp simd
                 for (int r = 0; r < TL; r++) {
-                    T v = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
-                    xt[c * TL + r] = v - spread[r] * w;
+                    T v = xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TLS + r] = v - spread[r] * w;
                 }
             } else {
 #pragma omp simd
                 for (int r = 0; r < TL; r++)
-                    xt[c * TL + r] = xt[c * TL + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
+                    xt[c * TLS + r] =
+                        xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
             }
         }
         if (valid) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
             for (ptrdiff_t r = 0; r < n; r++)
                 if (!valid[r])
                     for (ptrdiff_t c = 0; c < C; c++)
-                        xt[c * TL + r] = 0;
+                        xt[c * TLS + r] = 0;
         }
         K(scatter)(O + i0 * J->o_rs, J->o_rs, J->o_cs, n, C, xt);
     }
 }
 
 #undef TL
+#undef TLS
 
 #if SAME
 /* exp (or log) of each entry of a contiguous array, for the accuracy tests. */
@@ -568,10 +697,13 @@ static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int log)
 static int K(run)(const job_t *J)
 {
     const ptrdiff_t C = J->classes;
-    const int narrow = C <= NARROW_MAX_CLASSES;
+    const int writes_rows = J->op == OP_SOFTMAX || J->op == OP_LOG_SOFTMAX || J->out;
+    const int narrow = C <= (writes_rows            ? NARROW_MAX_CLASSES
+                             : J->op == OP_CE_PROB ? NARROW_PROB_MAX_CLASSES
+                                                   : NARROW_REDUCE_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
-    size_t per = narrow ? (size_t)NARROW_MAX_CLASSES * NARROW_TILE : (size_t)C;
+    size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
     size_t bytes = ((per * sizeof(T) + 63) / 64) * 64;
     char *mem = aligned_alloc(64, 3 * bytes);
     if (!mem)
@@ -596,4 +728,5 @@ static int K(run)(const job_t *J)
     return 0;
 }
 
+#undef EXP_BLOCK
 #undef K
