@@ -139,7 +139,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help=(
             f"tiny default shapes ({QUICK_SHAPE[0]}x{QUICK_SHAPE[1]}, "
             f"{'x'.join(map(str, QUICK_LINEAR_SHAPE))}, world sizes 1 and 2; with --sweep, "
-            f"its class counts at about {QUICK_SWEEP_LOGITS:.0e} logits a shape) for a smoke "
+            f"its class counts at about {QUICK_SWEEP_LOGITS:,} logits a shape) for a smoke "
             "test"
         ),
     )
