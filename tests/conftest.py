@@ -225,3 +225,18 @@ def shapes_and_axis(draw, min_ndim=1, max_ndim=4, max_side=5, min_classes=1):
 
 float_dtypes = st.sampled_from(FLOAT_DTYPES)
 reductions = st.sampled_from(("none", "mean", "sum"))
+
+
+def pretend_missing(monkeypatch: pytest.MonkeyPatch, *libraries: str) -> None:
+    """Make ``softxent bench``'s peer loader fail to import ``libraries``, as if they were
+    not installed (their peers are then skipped with a note)."""
+    from softxent._bench import peers
+
+    real_import = peers._import
+
+    def fake_import(name: str):
+        if name.split(".")[0] in libraries:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name)
+
+    monkeypatch.setattr(peers, "_import", fake_import)

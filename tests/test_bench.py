@@ -19,6 +19,8 @@ from softxent._bench.suites import OPS, Case, make_inputs, make_logits, softxent
 from softxent._bench.timing import median_seconds, peak_extra_bytes
 from softxent.cli import main
 
+from conftest import pretend_missing
+
 pytest.importorskip("torch")
 
 SHAPE = "8x40"  # one tiny shape everywhere, so JAX compiles each function once per dtype
@@ -82,8 +84,10 @@ def _check_schema(doc: dict) -> None:
     for floor in doc["floors"]:
         assert set(floor) == {"shape", "dtype", "read_s", "copy_s"}
         assert isinstance(floor["read_s"], float) and isinstance(floor["copy_s"], float)
+    assert isinstance(doc["machine"]["cpu"], str)
+    assert isinstance(doc["sweep"], bool)
     expected = {"op", "shape", "dtype", "floor", "floor_s", "times_s", "ratios"}
-    expected |= {"floor_ratio", "memory_bytes", "errors"}
+    expected |= {"floor_ratio", "memory_bytes", "errors", "ns_per_logit", "spread_s", "noisy"}
     for row in doc["rows"]:
         assert set(row) == expected
         assert row["op"] in OPS and row["dtype"] in ("float16", "float32", "float64")
@@ -104,6 +108,13 @@ def _check_schema(doc: dict) -> None:
         assert set(row["memory_bytes"]) == set(times)
         for name, extra in row["memory_bytes"].items():
             assert extra is None if name in ("torch", "jax") else isinstance(extra, int)
+        assert set(row["ns_per_logit"]) == set(row["spread_s"]) == set(row["noisy"]) == set(times)
+        logits = row["shape"][0] * row["shape"][1]
+        for name, seconds in times.items():
+            assert math.isclose(row["ns_per_logit"][name], seconds * 1e9 / logits, rel_tol=1e-12)
+            fastest, slowest = row["spread_s"][name]
+            assert fastest <= seconds <= slowest
+            assert row["noisy"][name] is (slowest > 1.5 * fastest)
         assert all(isinstance(v, str) for v in row["errors"].values())
 
 
@@ -152,14 +163,7 @@ def test_json_prints_to_stdout_like_score_json(capsys, tmp_path):
 
 
 def test_missing_peers_are_skipped_with_a_note(capsys, monkeypatch, tmp_path):
-    real_import = peers_module._import
-
-    def fake_import(name):
-        if name.split(".")[0] in ("jax", "scipy"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name)
-
-    monkeypatch.setattr(peers_module, "_import", fake_import)
+    pretend_missing(monkeypatch, "jax", "scipy")
     path = tmp_path / "b.json"
     status, out, err = bench(capsys, "--ops", FAST_OPS, "--json-out", str(path))
     assert status == 0, err

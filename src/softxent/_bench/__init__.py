@@ -8,5 +8,7 @@ memory), ``runner`` (runs the cases). The other suites: ``linear`` (the NumPy fu
 layer vs its matmuls), ``torch_suite`` with ``child`` and ``torch_impls`` (softxent.torch vs
 torch, one process per implementation), ``distributed`` (vocab-parallel world sizes);
 ``results`` holds their rows. Output: ``render`` (the tables), ``report`` (JSON), ``plot``
-(bar chart).
+(the ratios' bar chart, or the sweep's ns per logit against the number of classes).
+``--sweep`` runs the numpy suite over ``suites.sweep_groups``; its ``softxent_numpy``
+column is ``peers.FallbackPeer``.
 """

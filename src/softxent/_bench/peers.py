@@ -1,4 +1,5 @@
-"""The implementations softxent is compared with: torch, JAX, scipy.special, plain NumPy.
+"""The implementations softxent is compared with: torch, JAX, scipy.special, plain NumPy,
+and softxent's own NumPy fallback kernels (``softxent_numpy``, on request).
 
 Each peer implements some of the operations of :mod:`softxent._bench.suites` (by their
 kernel name) and turns a case's NumPy inputs into its own types before timing. A peer whose
@@ -8,6 +9,7 @@ library is not installed is skipped with the reason; :func:`load_peers` never ra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Iterator
@@ -16,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from softxent._bench.suites import OPS, Inputs, Op, Timed
+from softxent import _native, _version
+from softxent._bench.suites import OPS, Inputs, Op, Timed, softxent_call
 
 #: The elementwise losses (torch and JAX time forward + backward of each).
 ELEMENTWISE_OPS = frozenset(name for name, op in OPS.items() if op.elementwise is not None)
 
 PEER_NAMES = ("torch", "jax", "scipy", "numpy")
+#: softxent with its NumPy kernels (as with SOFTXENT_NATIVE=0): a column, not a peer.
+FALLBACK = "softxent_numpy"
+
+
+class PeerUnavailable(Exception):
+    """A peer that cannot run here for a reason other than a missing library."""
 
 
 def _import(name: str) -> ModuleType:
@@ -342,6 +351,52 @@ class NumpyPeer(Peer):
         raise AssertionError(f"numpy has no {name!r}")
 
 
+# --------------------------------------------------------------------------- fallback
+
+
+@contextlib.contextmanager
+def numpy_kernels() -> Iterator[None]:
+    """Run softxent on its NumPy kernels inside the block, as ``SOFTXENT_NATIVE=0`` would.
+
+    The environment variable is read once, at import; every kernel call looks up
+    ``softxent._native.core`` when it runs, so setting it to None for the duration of a
+    call (worker threads included: they finish before the call returns) and restoring it
+    afterwards switches the same process between the two.
+    """
+    core = _native.core
+    _native.core = None
+    try:
+        yield
+    finally:
+        _native.core = core
+
+
+class FallbackPeer(Peer):
+    """softxent's public calls on its NumPy fallback kernels (:func:`numpy_kernels`)."""
+
+    name = FALLBACK
+    ops = frozenset(op.kernel for op in OPS.values())
+    measures_memory = True
+
+    def __init__(self) -> None:
+        if _native.core is None:
+            raise PeerUnavailable(
+                "softxent already runs its NumPy kernels here (native kernels not built, or "
+                "SOFTXENT_NATIVE=0)"
+            )
+        self.version = _version.__version__
+
+    def call(self, op: Op, inputs: Inputs) -> Timed:
+        timed = softxent_call(op, inputs)
+        native_call = timed.fn
+
+        def fallback_call() -> object:
+            with numpy_kernels():
+                return native_call()
+
+        return dataclasses.replace(timed, fn=fallback_call)
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -354,7 +409,9 @@ def _load(name: str) -> Peer:
         return ScipyPeer(_import("scipy"), _import("scipy.special"))
     if name == "numpy":
         return NumpyPeer()
-    raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEER_NAMES)}")
+    if name == FALLBACK:
+        return FallbackPeer()
+    raise ValueError(f"unknown peer {name!r}; known: {', '.join((FALLBACK, *PEER_NAMES))}")
 
 
 def load_peers(names: tuple[str, ...] = PEER_NAMES) -> tuple[list[Peer], dict[str, str]]:
@@ -365,6 +422,8 @@ def load_peers(names: tuple[str, ...] = PEER_NAMES) -> tuple[list[Peer], dict[st
             peers.append(_load(name))
         except ImportError as error:
             skipped[name] = f"not installed ({error})"
+        except PeerUnavailable as error:
+            skipped[name] = str(error)
         except Exception as error:  # a broken install must not stop the benchmark
             skipped[name] = f"failed to load ({type(error).__name__}: {error})"
     return peers, skipped

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from softxent._bench.peers import FALLBACK, PEER_NAMES
 from softxent._bench.results import SOFTXENT, ImplRow, WorldRow
 from softxent._bench.runner import Report, Row
+from softxent._bench.timing import NOISY_SPREAD
 from softxent._text import paragraph, table
 
 
@@ -38,12 +40,20 @@ def _case(row: Row) -> list[str]:
     return [row.op, f"{row.shape[0]}x{row.shape[1]}", row.dtype]
 
 
-def _time_cell(row: Row, name: str) -> str:
+def format_ns(ns: float) -> str:
+    """Nanoseconds with about three significant digits: ``0.4123`` -> ``'0.412'``."""
+    digits = 3 if ns < 1 else 2 if ns < 10 else 1 if ns < 100 else 0
+    return f"{ns:.{digits}f}"
+
+
+def _time_cell(row: Row, name: str, *, per_logit: bool) -> str:
+    """The median (time, or ns per logit), ``!`` when noisy, then the ratio to softxent."""
     if name in row.errors:
         return "error"
     if name not in row.times:
         return "-"
-    cell = format_seconds(row.times[name])
+    figure = format_ns(row.ns_per_logit[name]) if per_logit else format_seconds(row.times[name])
+    cell = figure + ("!" if row.noisy.get(name) else " ")
     if name != SOFTXENT and name in row.ratios:
         cell += f" {row.ratios[name]:6.2f}x"
     return cell
@@ -55,16 +65,56 @@ def _floor_cell(row: Row) -> str:
 
 
 def time_table(report: Report) -> list[str]:
-    header = ["operation", "shape", "dtype", SOFTXENT, *report.peers, "vs floor"]
-    rows = [
-        [*_case(r), *(_time_cell(r, n) for n in [SOFTXENT, *report.peers]), _floor_cell(r)]
-        for r in report.rows
-    ]
+    """One row per case: softxent's median and each peer's with its ratio, and softxent
+    against the floor. Times, with softxent's ns per logit beside them; in a sweep, ns per
+    logit everywhere (the times would not compare across shapes)."""
+    names = [SOFTXENT, *report.peers]
+    per_logit = report.sweep
+    header = ["operation", "shape", "dtype", *names, "vs floor"]
+    if not per_logit:
+        header.insert(4, "ns/logit")
+    rows = []
+    for r in report.rows:
+        cells = [_time_cell(r, n, per_logit=per_logit) for n in names]
+        if not per_logit:
+            ns = r.ns_per_logit.get(SOFTXENT)
+            cells.insert(1, "-" if ns is None else format_ns(ns))
+        rows.append([*_case(r), *cells, _floor_cell(r)])
     return table(header, rows, left=3)
 
 
+def time_title(report: Report) -> str:
+    """The time table's title; a sweep's names the kernels softxent ran (the machine line
+    at the end names them too, but a sweep table is often quoted without it)."""
+    if not report.sweep:
+        return "Time (median)"
+    kernels = report.machine.get("kernels")
+    ran = "the NumPy fallback" if kernels == "numpy" else f"native, {kernels}"
+    return f"Sweep: ns per logit (median time / (rows x classes)); softxent kernels: {ran}" + (
+        f"; {FALLBACK}: the NumPy fallback" if FALLBACK in report.peers else ""
+    )
+
+
+def noisy_notes(report: Report) -> list[str]:
+    """What ``!`` means, and each flagged figure's fastest and slowest sample."""
+    flagged = [
+        f"{name} on {' '.join(_case(r))}: {format_seconds(r.spread[name][0])} to "
+        f"{format_seconds(r.spread[name][1])}"
+        for r in report.rows
+        for name, noisy in r.noisy.items()
+        if noisy
+    ]
+    if not flagged:
+        return []
+    return [
+        f"!: noisy figure, the slowest of the {report.repeat} timed runs took over "
+        f"{NOISY_SPREAD}x the fastest (a busy machine, or a call whose speed varies); "
+        "compare it with care. Fastest to slowest: " + "; ".join(flagged) + "."
+    ]
+
+
 def memory_table(report: Report) -> list[str]:
-    names = [SOFTXENT, *(n for n in report.peers if n in ("scipy", "numpy"))]
+    names = [SOFTXENT, *(n for n in report.peers if n in (FALLBACK, "scipy", "numpy"))]
     rows = []
     for r in report.rows:
         logits = r.shape[0] * r.shape[1] * _itemsize(r.dtype)
@@ -88,20 +138,29 @@ def _itemsize(dtype: str) -> int:
 def notes(report: Report) -> list[str]:
     """The numpy suite's notes: settings, floors, skipped peers, failures."""
     runs = f"{report.repeat} run" + ("s" if report.repeat > 1 else "")
+    figure = "ns per logit (median time / (rows x classes))" if report.sweep else "time"
     lines = [
         f"Medians of {runs} after 1 warm-up, {report.threads} threads "
-        f"(softxent, torch); JAX uses its own pool. Peer columns: time and peer time / "
+        f"(softxent, torch); JAX uses its own pool. Peer columns: {figure} and peer time / "
         f"softxent time (above 1: softxent is faster). vs floor: softxent time / one read "
         f"pass (x.sum()) or one copy pass (numpy.copyto) of the logits, measured in this run.",
     ]
+    if FALLBACK in report.peers:
+        lines.append(
+            f"{FALLBACK}: softxent's same calls on its NumPy fallback kernels (what runs "
+            "without a C compiler at install, or with SOFTXENT_NATIVE=0), in this process."
+        )
+    lines += noisy_notes(report)
     for f in report.floors:
         lines.append(
             f"Floors {f.shape[0]}x{f.shape[1]} {f.dtype}: read {format_seconds(f.read)}, "
             f"copy {format_seconds(f.copy)}."
         )
     for name, why in report.skipped.items():
-        if name in report.peers or name in ("torch", "jax", "scipy", "numpy"):
+        if name in PEER_NAMES:
             lines.append(f"Peer {name} skipped: {why}.")
+        elif name == FALLBACK:
+            lines.append(f"{name} skipped: {why}.")
     for r in report.rows:
         for name, error in r.errors.items():
             lines.append(f"{name} failed on {' '.join(_case(r))}: {error}")
@@ -235,7 +294,7 @@ def format_report(report: Report) -> str:
     """
     sections = []
     if "numpy" in report.suites:
-        lines = ["Time (median)", *time_table(report), ""]
+        lines = [time_title(report), *time_table(report), ""]
         lines += [
             "Peak extra memory (beyond inputs and outputs, tracemalloc; torch and JAX: n/a, "
             "their allocators are invisible to it)",

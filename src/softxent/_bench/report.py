@@ -42,9 +42,13 @@ def to_json(report: Report) -> dict:
                 "floor_ratio": r.floor_ratio,
                 "memory_bytes": r.memory,
                 "errors": r.errors,
+                "ns_per_logit": r.ns_per_logit,
+                "spread_s": {k: list(span) for k, span in r.spread.items()},
+                "noisy": r.noisy,
             }
             for r in report.rows
         ],
+        "sweep": report.sweep,
         "suites": report.suites,
         "skipped_suites": report.skipped_suites,
         "suite_settings": report.settings,

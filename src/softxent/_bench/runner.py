@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import platform
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 
 import softxent as sx
 from softxent import _native
-from softxent._bench.peers import Peer
+from softxent._bench.peers import FALLBACK, Peer
 from softxent._bench.results import SOFTXENT, MeasuredRow
 from softxent._bench.suites import (
     Case,
@@ -29,7 +30,13 @@ from softxent._bench.suites import (
     make_logits,
     softxent_call,
 )
-from softxent._bench.timing import median_seconds, peak_extra_bytes
+from softxent._bench.timing import (
+    Timing,
+    is_noisy,
+    median_seconds,
+    peak_extra_bytes,
+    sample_seconds,
+)
 
 
 @dataclass
@@ -44,7 +51,30 @@ class Floor:
 
 @dataclass
 class Row(MeasuredRow):
-    """A row of the ``numpy`` suite: ``floor`` is ``"read"``, ``"copy"`` or None."""
+    """A row of the ``numpy`` suite: ``floor`` is ``"read"``, ``"copy"`` or None.
+
+    ``spread`` holds, per implementation, the fastest and slowest of the timed samples
+    whose median is in ``times``.
+    """
+
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def logits(self) -> int:
+        """How many logits one call reads: rows x classes."""
+        return math.prod(self.shape)
+
+    @property
+    def ns_per_logit(self) -> dict[str, float]:
+        """``median seconds * 1e9 / (rows * classes)`` per implementation: the cost of one
+        logit, comparable across shapes."""
+        return {k: t * 1e9 / self.logits for k, t in self.times.items()}
+
+    @property
+    def noisy(self) -> dict[str, bool]:
+        """Per implementation, whether its slowest sample took over ``NOISY_SPREAD`` times
+        its fastest (the median is then not to be trusted)."""
+        return {k: is_noisy(*span) for k, span in self.spread.items()}
 
 
 @dataclass
@@ -65,6 +95,20 @@ class Report:
     # The other suites' rows: "linear" and "torch" -> ImplRow, "distributed" -> WorldRow.
     suite_rows: dict[str, list] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)  # suite -> its sizes
+    sweep: bool = False  # the numpy suite ran the sweep's shapes (``--sweep``)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model") and value.strip():
+                    return value.strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, object]:
@@ -78,6 +122,7 @@ def machine_info() -> dict[str, object]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu": cpu_model(),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
@@ -99,12 +144,14 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _measure(timed: Timed, inputs: list[np.ndarray], *, repeat: int, memory: bool) -> tuple:
-    seconds = median_seconds(timed.fn, repeat=repeat, setup=timed.setup)
+def _measure(
+    timed: Timed, inputs: list[np.ndarray], *, repeat: int, memory: bool
+) -> tuple[Timing, int | None]:
+    timing = Timing.of(sample_seconds(timed.fn, repeat=repeat, setup=timed.setup))
     extra = None
     if memory:
         extra = peak_extra_bytes(timed.fn, inputs=[*inputs, *timed.buffers], setup=timed.setup)
-    return seconds, extra
+    return timing, extra
 
 
 def run_cases(
@@ -176,11 +223,12 @@ def _run_case(
     ]
     for name, make, memory in impls:
         try:
-            seconds, extra = _measure(make(), inputs.arrays(), repeat=repeat, memory=memory)
+            timing, extra = _measure(make(), inputs.arrays(), repeat=repeat, memory=memory)
         except Exception as error:  # one implementation failing must not stop the others
             row.errors[name] = _describe(error)
         else:
-            row.times[name] = seconds
+            row.times[name] = timing.median
+            row.spread[name] = (timing.fastest, timing.slowest)
             row.memory[name] = extra
         progress(1)
     return row
@@ -198,7 +246,8 @@ def run_bench(
     """Run ``cases`` (see :func:`run_cases`) and wrap the results with the run's context."""
     floors, rows = run_cases(cases, peers, repeat=repeat, threads=threads, progress=progress)
     versions = {SOFTXENT: sx.__version__, "numpy": np.__version__}
-    versions.update({p.name: p.version for p in peers if p.name != "numpy"})
+    # Libraries only: softxent_numpy is softxent.
+    versions.update({p.name: p.version for p in peers if p.name not in ("numpy", FALLBACK)})
     return Report(
         threads=threads,
         repeat=repeat,

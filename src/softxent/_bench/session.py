@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import softxent as sx
-from softxent._bench.peers import load_peers
+from softxent._bench.peers import FALLBACK, PEER_NAMES, load_peers
 from softxent._bench.results import SOFTXENT
 from softxent._bench.runner import Report, count_jobs, machine_info, run_bench
-from softxent._bench.suites import build_cases
+from softxent._bench.suites import build_cases, cases_for, sweep_groups
 
 DEFAULT_SHAPE = (4096, 32000)
 QUICK_SHAPE = (64, 512)  # --quick: seconds, not minutes (used by the tests)
@@ -42,6 +42,8 @@ class Settings:
     ops: list[str]
     repeat: int
     threads: int
+    sweep: bool = False  # the numpy suite runs the sweep's shapes instead of shapes x dtypes
+    with_fallback: bool = False  # also time softxent on its NumPy kernels (always in a sweep)
 
 
 def run_suites(settings: Settings, progress: ProgressFactory) -> Report:
@@ -82,10 +84,14 @@ def torch_version() -> str | None:
 
 
 def _run_numpy(settings: Settings, progress: ProgressFactory) -> Report:
-    cases = build_cases(settings.ops, settings.shapes, settings.dtypes)
-    peers, skipped = load_peers()
+    if settings.sweep:
+        cases = cases_for(settings.ops, sweep_groups(quick=settings.quick))
+    else:
+        cases = build_cases(settings.ops, settings.shapes, settings.dtypes)
+    fallback = settings.sweep or settings.with_fallback
+    peers, skipped = load_peers((FALLBACK, *PEER_NAMES) if fallback else PEER_NAMES)
     with progress(count_jobs(cases, peers), "numpy") as update:
-        return run_bench(
+        report = run_bench(
             cases,
             peers,
             skipped,
@@ -93,6 +99,8 @@ def _run_numpy(settings: Settings, progress: ProgressFactory) -> Report:
             threads=settings.threads,
             progress=update,
         )
+    report.sweep = settings.sweep
+    return report
 
 
 def _run_linear(report: Report, settings: Settings, progress: ProgressFactory) -> None:

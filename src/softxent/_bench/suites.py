@@ -127,12 +127,45 @@ def build_cases(
 
     Cases are grouped by (shape, dtype) so that one set of inputs serves a whole group.
     """
-    cases = []
-    for shape in shapes:
-        for dtype in dtypes:
-            cases += [Case(OPS[n], shape, dtype) for n in ops if not OPS[n].demo]
+    return cases_for(ops, [(shape, dtype) for shape in shapes for dtype in dtypes])
+
+
+def cases_for(ops: Sequence[str], groups: Sequence[tuple[tuple[int, int], str]]) -> list[Case]:
+    """Every selected operation at each ``(shape, dtype)`` of ``groups``, in that order; the
+    demo cases (the fixed 3x3 example) once each, at the end."""
+    cases = [Case(OPS[n], shape, dtype) for shape, dtype in groups for n in ops if not OPS[n].demo]
     cases += [Case(OPS[n], DEMO_SHAPE, DEMO_DTYPE) for n in ops if OPS[n].demo]
     return cases
+
+
+# ``--sweep``: the layouts users run, from many rows of a few classes to a few rows of a
+# large vocabulary; float32 at every shape, float16 and float64 at the language-model shape.
+SWEEP_DTYPE = "float32"
+SWEEP_SHAPES = (
+    (1_000_000, 10),
+    (262_144, 32),
+    (65_536, 100),
+    (16_384, 1000),
+    (4096, 32_000),
+    (256, 262_144),
+)
+SWEEP_OTHER_DTYPES = {(4096, 32_000): ("float16", "float64")}
+QUICK_SWEEP_LOGITS = 100_000  # --sweep --quick: the same class counts, ~1e5 logits a case
+
+
+def sweep_groups(*, quick: bool) -> list[tuple[tuple[int, int], str]]:
+    """The sweep's ``(shape, dtype)`` pairs, in table order.
+
+    With ``quick`` every shape keeps its class count and gets ``max(1, round(1e5 / C))``
+    rows, so each case costs about the same and the whole sweep takes seconds.
+    """
+    groups = []
+    for shape in SWEEP_SHAPES:
+        n, c = shape
+        rows = max(1, round(QUICK_SWEEP_LOGITS / c)) if quick else n
+        for dtype in (SWEEP_DTYPE, *SWEEP_OTHER_DTYPES.get(shape, ())):
+            groups.append(((rows, c), dtype))
+    return groups
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Median wall-clock time and peak extra memory of one call.
+"""Wall-clock time (median and spread) and peak extra memory of one call.
 
 Both measurements take a zero-argument callable (and an optional untimed ``setup`` run
 before every call, e.g. to restore logits that the call overwrites in place).
@@ -10,24 +10,51 @@ import math
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+#: A figure whose slowest timed sample took more than this many times its fastest is
+#: flagged as noisy: the machine was busy, or the call's speed varies from call to call.
+NOISY_SPREAD = 1.5
 
-def median_seconds(
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over the timed samples: the median and the spread (min, max)."""
+
+    median: float
+    fastest: float
+    slowest: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Timing:
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+    @property
+    def noisy(self) -> bool:
+        """Whether ``slowest / fastest > NOISY_SPREAD``: the median is not to be trusted."""
+        return is_noisy(self.fastest, self.slowest)
+
+
+def is_noisy(fastest: float, slowest: float) -> bool:
+    """``slowest / fastest > NOISY_SPREAD`` (a zero fastest time counts as noisy)."""
+    return slowest > NOISY_SPREAD * fastest
+
+
+def sample_seconds(
     fn: Callable[[], object],
     *,
     repeat: int,
     warmup: int = 1,
     setup: Callable[[], object] | None = None,
     min_sample_seconds: float = 0.01,
-) -> float:
-    """Median wall-clock seconds per call of ``fn``, from ``repeat`` samples after ``warmup``.
+) -> list[float]:
+    """``repeat`` samples of the wall-clock seconds per call of ``fn``, after ``warmup``.
 
     The warm-up pays one-off costs (JIT compilation, first-touch page faults of freshly
     allocated outputs, thread-pool start-up) that a steady-state training loop never sees.
-    The median, not the mean, because a shared machine adds rare, large outliers.
 
     A call faster than ``min_sample_seconds`` is timed as a loop of enough calls to fill
     that time, divided by their number (as :mod:`timeit` does): a single call of a few
@@ -55,7 +82,25 @@ def median_seconds(
         for _ in range(number):
             fn()
         times.append((time.perf_counter() - start) / number)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(
+    fn: Callable[[], object],
+    *,
+    repeat: int,
+    warmup: int = 1,
+    setup: Callable[[], object] | None = None,
+    min_sample_seconds: float = 0.01,
+) -> float:
+    """Median of :func:`sample_seconds` (same arguments).
+
+    The median, not the mean, because a shared machine adds rare, large outliers.
+    """
+    samples = sample_seconds(
+        fn, repeat=repeat, warmup=warmup, setup=setup, min_sample_seconds=min_sample_seconds
+    )
+    return statistics.median(samples)
 
 
 def result_arrays(result: object) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from softxent._bench.linear import DEFAULT_LINEAR_SHAPE, QUICK_LINEAR_SHAPE
 from softxent._bench.render import format_report
 from softxent._bench.report import json_text, write_json
 from softxent._bench.session import DEFAULT_SHAPE, QUICK_SHAPE, SUITES, Settings, run_suites
-from softxent._bench.suites import DTYPES, OPS
+from softxent._bench.suites import DTYPES, OPS, QUICK_SWEEP_LOGITS, sweep_groups
 from softxent.cli import CLIError
 from softxent.cli._progress import Progress
 
@@ -86,6 +86,23 @@ def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
         metavar="OP",
         help=f"numpy-suite operations to run, comma-separated (default: all): {', '.join(OPS)}",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help=(
+            f"run the numpy suite over the shapes {_sweep_text()} and print ns per logit; "
+            "every operation but the 3x3 demo ones unless --ops names them; adds the "
+            "softxent_numpy column; not with --shape or --dtype"
+        ),
+    )
+    parser.add_argument(
+        "--with-fallback",
+        action="store_true",
+        help=(
+            "also time softxent on its NumPy fallback kernels (as with SOFTXENT_NATIVE=0), "
+            "as the column softxent_numpy (always on with --sweep)"
+        ),
+    )
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -113,19 +130,30 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw the ratios as a bar chart (needs matplotlib: softxent[plot])",
+        help="also draw the ratios as a bar chart; with --sweep, ns per logit against the "
+        "number of classes, one panel per operation (needs matplotlib: softxent[plot])",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help=(
             f"tiny default shapes ({QUICK_SHAPE[0]}x{QUICK_SHAPE[1]}, "
-            f"{'x'.join(map(str, QUICK_LINEAR_SHAPE))}, world sizes 1 and 2) for a smoke test"
+            f"{'x'.join(map(str, QUICK_LINEAR_SHAPE))}, world sizes 1 and 2; with --sweep, "
+            f"its class counts at about {QUICK_SWEEP_LOGITS:,} logits a shape) for a smoke "
+            "test"
         ),
     )
 
 
 # --------------------------------------------------------------------------- flags
+
+
+def _sweep_text() -> str:
+    """The sweep's shapes and dtypes, as the help text and error messages say them."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for shape, dtype in sweep_groups(quick=False):
+        groups.setdefault(shape, []).append(dtype)
+    return ", ".join(f"{n}x{c} ({'/'.join(dtypes)})" for (n, c), dtypes in groups.items())
 
 
 def _items(values: Sequence[str] | None) -> list[str]:
@@ -170,6 +198,34 @@ def parse_suites(values: Sequence[str] | None) -> list[str]:
     return [s for s in SUITES if s in names or "all" in names]
 
 
+def parse_ops(values: Sequence[str] | None, *, sweep: bool) -> list[str]:
+    """The numpy-suite operations, in the order given; CLIError naming ``--ops``.
+
+    By default every operation; with ``sweep`` every one but the demo's 3x3 cases, whose
+    size does not change with the sweep's shapes (they run when ``--ops`` names them).
+    """
+    ops = _items(values) or [name for name, op in OPS.items() if not (sweep and op.demo)]
+    for op in ops:
+        if op not in OPS:
+            raise CLIError(f"--ops: unknown operation {op!r}; known: {', '.join(OPS)}")
+    return ops
+
+
+def _check_sweep(args: argparse.Namespace, suites: Sequence[str]) -> None:
+    """CLIError naming both flags when --sweep comes with a flag it replaces."""
+    for flag, given in (("--shape", args.shape), ("--dtype", args.dtype)):
+        if given:
+            raise CLIError(
+                f"--sweep and {flag} cannot be combined: --sweep runs its own shapes and "
+                f"dtypes ({_sweep_text()}); drop one of them"
+            )
+    if list(suites) != ["numpy"]:
+        raise CLIError(
+            f"--sweep and --suite {','.join(suites)} cannot be combined: --sweep runs the "
+            "numpy suite only; drop one of them"
+        )
+
+
 def _positive_int(text: str, flag: str) -> int:
     try:
         value = int(text)
@@ -200,10 +256,9 @@ def parse_flags(args: argparse.Namespace) -> Settings:
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise CLIError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    ops = _items(args.ops) or list(OPS)
-    for op in ops:
-        if op not in OPS:
-            raise CLIError(f"--ops: unknown operation {op!r}; known: {', '.join(OPS)}")
+    if args.sweep:
+        _check_sweep(args, suites)
+    ops = parse_ops(args.ops, sweep=args.sweep)
     repeat = _positive_int(args.repeat, "--repeat")
     if args.threads is None:
         threads = sx.get_num_threads()
@@ -229,6 +284,8 @@ def parse_flags(args: argparse.Namespace) -> Settings:
         ops=list(dict.fromkeys(ops)),
         repeat=repeat,
         threads=threads,
+        sweep=bool(args.sweep),
+        with_fallback=bool(args.with_fallback),
     )
 
 
@@ -243,9 +300,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out is not None:
         write_json(report, args.json_out)
     if args.plot is not None:
-        from softxent._bench.plot import plot_ratios
+        from softxent._bench.plot import plot_ratios, plot_sweep
 
-        plot_ratios(report, args.plot)
+        (plot_sweep if report.sweep else plot_ratios)(report, args.plot)
     return 0
 
 
