@@ -434,3 +434,25 @@ def test_fast_log1p_is_within_a_few_ulps(dtype):
         assert got[2] == -np.inf
         ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
         assert np.all((np.abs(got - want) <= 4 * ulp) | (got == want))
+
+
+@pytest.mark.parametrize(
+    "name", ["mse_loss", "binary_cross_entropy_with_logits", "binary_cross_entropy", "kl_div"]
+)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_float16_is_computed_in_float32_and_rounded_once(name, reduction):
+    # float16 entries are converted to float32 once; every step runs in float32 (as torch's
+    # CPU kernels compute half precision) and the loss and gradient are rounded to float16
+    # at the end, subnormal gradients included (a mean over many entries).
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.02, 0.98, (300, 37)).astype(np.float16)  # probabilities for BCE
+    t = rng.uniform(0.0, 1.0, (300, 37)).astype(np.float16)
+    fn = getattr(sx, f"{name}_with_grad")
+    got = fn(x, t, reduction=reduction)
+    want = fn(x.astype(np.float32), t.astype(np.float32), reduction=reduction)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got.loss, np.asarray(want.loss).astype(np.float16))
+        np.testing.assert_array_equal(got.grad, want.grad.astype(np.float16))
+    assert got.grad.dtype == np.float16
+    if reduction == "mean":
+        assert (np.abs(got.grad) < np.finfo(np.float16).tiny).any()  # subnormals were stored

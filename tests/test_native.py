@@ -616,3 +616,30 @@ def test_scratch_buffers_are_allocated_when_first_indexed():
     assert scratch[2].base is store[2]  # the same buffer, seen through either view
     with pytest.raises(IndexError):
         tail[2]
+
+
+def test_convert_block_is_numpy_cast_bit_for_bit():
+    # Every float16 bit pattern to float32 and back, and float32 values around the float16
+    # subnormal, normal and overflow boundaries (round to nearest even, as NumPy's cast).
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(256, 256)
+    wide = np.empty(halves.shape, np.float32)
+    assert _native.convert_block(halves, wide)
+    want32 = halves.astype(np.float32)
+    nan = np.isnan(want32)  # the hardware quiets signalling NaNs: NaN stays NaN, bits may not
+    np.testing.assert_array_equal(np.isnan(wide), nan)
+    np.testing.assert_array_equal(wide.view(np.uint32)[~nan], want32.view(np.uint32)[~nan])
+    rng = np.random.default_rng(3)
+    singles = np.concatenate(
+        [
+            rng.standard_normal(4096).astype(np.float32) * s
+            for s in (1e-8, 6e-8, 3e-5, 6.1e-5, 1.0, 6e4, 7e4)
+        ]
+        + [np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 65520.0, 65519.99], np.float32)]
+    ).reshape(-1, 1)
+    narrow = np.empty(singles.shape, np.float16)
+    assert _native.convert_block(singles, narrow)
+    with np.errstate(over="ignore"):
+        want = singles.astype(np.float16)
+    np.testing.assert_array_equal(narrow.view(np.uint16), want.view(np.uint16))
+    assert not _native.convert_block(singles, np.empty(singles.shape, np.float64))
+    assert not _native.convert_block(singles[::2], narrow[::2])

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from softxent import _native
 from softxent._blocks import RowBlocks, Task
 from softxent._cross_entropy import LossAndGrad
 from softxent._kernels import Consts
@@ -102,23 +103,41 @@ def run(
     def body(task: Task, scratch: Sequence[np.ndarray], consts: Consts) -> None:
         views: list[np.ndarray | None] = [None] * len(operands)
         for j, i in enumerate(present):
-            views[i] = blocks.block(j, task)
+            view = blocks.block(j, task)
+            if view.dtype != ct:
+                # float16 (or float32 beside float64) entries are converted once per block:
+                # the kernels then compute in ct throughout, as torch's CPU kernels do
+                # (NumPy's float16 loops would round every intermediate to float16, at 50x
+                # the time), and the native kernel takes the block.
+                converted = scratch[2 + num_scratch + j]
+                _store(view, converted)
+                view = converted
+            views[i] = view
         gb = blocks.block(g_index, task) if g_index >= 0 else g
         loss = scratch[0]
         grad = None
         if grad_out is not None:
             out = blocks.block(grad_index, task)
             grad = out if out.dtype == ct and out.flags.c_contiguous else scratch[1]
-        kernel(views, gb, loss, grad, scratch[2:])
+        kernel(views, gb, loss, grad, scratch[2 : 2 + num_scratch])
         if grad is not None and grad is not out:
-            out[...] = grad
+            _store(grad, out)
         if loss_out is not None:
-            blocks.block(loss_index, task)[...] = loss
+            _store(loss, blocks.block(loss_index, task))
         else:
             sums[task.row0] = block_sum(loss)
 
-    for_each_block(blocks, ct, body, 2 + num_scratch, block_bytes=BLOCK_BYTES)
+    # Scratch: the loss, the gradient, the kernel's own, one per operand to convert (each
+    # allocated only when used).
+    num_buffers = 2 + num_scratch + len(present)
+    for_each_block(blocks, ct, body, num_buffers, block_bytes=BLOCK_BYTES)
     return np.array([sums[k] for k in sorted(sums)], dtype=np.float64)
+
+
+def _store(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src``, float16 <-> float32 by the native conversions where they apply."""
+    if not _native.convert_block(src, dst):
+        np.copyto(dst, src, casting="unsafe")
 
 
 #: Entries of one float32 partial sum in :func:`block_sum`.

@@ -149,3 +149,25 @@ def elementwise_loss_block(
     with consecutive entries along L (row strides free, so operands broadcast across rows
     are taken; float16 blocks and entries broadcast along L run the NumPy passes)."""
     return core is not None and core.elementwise_loss(loss_kind, x, t, w, p, g, loss, grad)
+
+
+_FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
+
+
+def convert_block(src: np.ndarray, dst: np.ndarray) -> bool:
+    """``dst[...] = src`` between C-contiguous float16 and float32 blocks of one shape, by
+    the instruction set's conversions (F16C, AVX-512): bit for bit NumPy's cast (round to
+    nearest even), without NumPy's slow path for float16 subnormals (~70 ns each: the
+    gradient of a mean over millions of entries is mostly subnormal in float16). False,
+    having done nothing, for other dtypes or layouts."""
+    if core is None or src.shape != dst.shape:
+        return False
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        return False
+    if src.dtype == _FLOAT32 and dst.dtype == _FLOAT16:
+        core.elementwise(src.reshape(-1), dst.reshape(-1), 2)
+        return True
+    if src.dtype == _FLOAT16 and dst.dtype == _FLOAT32:
+        core.elementwise(src.reshape(-1), dst.reshape(-1), 3)
+        return True
+    return False

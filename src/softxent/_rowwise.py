@@ -26,24 +26,34 @@ class Scratch(Sequence[np.ndarray]):
 
     A native block kernel takes most blocks without the NumPy kernels' scratch, so a buffer
     nobody indexes is never allocated (the extra memory of a call stays one or two blocks
-    per thread). ``scratch[k:]`` is the same kind of view of the buffers from ``k`` on.
+    per thread). ``scratch[i:j]`` is the same kind of view of buffers ``i`` to ``j - 1``.
     """
 
-    def __init__(self, store: list[np.ndarray | None], shape: tuple[int, int], ct: np.dtype):
+    def __init__(
+        self,
+        store: list[np.ndarray | None],
+        shape: tuple[int, int],
+        ct: np.dtype,
+        *,
+        rows: int | None = None,
+        first: int = 0,
+        stop: int | None = None,
+    ) -> None:
         self._store = store  # shared by the views of one worker: allocated once per worker
         self._shape = shape  # (block rows, C): the size each buffer is allocated at
         self._ct = ct
-        self._first = 0
-        self._rows = shape[0]
+        self._rows = shape[0] if rows is None else rows
+        self._first = first
+        self._stop = len(store) if stop is None else stop
 
     def rows(self, rows: int) -> Scratch:
         """The same buffers, each seen as its first ``rows`` rows (a shorter last block)."""
-        view = Scratch(self._store, self._shape, self._ct)
-        view._first, view._rows = self._first, rows
-        return view
+        return Scratch(
+            self._store, self._shape, self._ct, rows=rows, first=self._first, stop=self._stop
+        )
 
     def __len__(self) -> int:
-        return len(self._store) - self._first
+        return self._stop - self._first
 
     @overload
     def __getitem__(self, index: int) -> np.ndarray: ...
@@ -51,11 +61,14 @@ class Scratch(Sequence[np.ndarray]):
     def __getitem__(self, index: slice) -> Scratch: ...
     def __getitem__(self, index: int | slice) -> np.ndarray | Scratch:
         if isinstance(index, slice):
-            if index.step not in (None, 1) or index.stop is not None:
-                raise ValueError("Scratch slices are tails only: scratch[k:]")
-            view = self.rows(self._rows)
-            view._first = self._first + min(len(self), index.start or 0)
-            return view
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("Scratch slices take every buffer: scratch[i:j]")
+            first = self._first + start
+            return Scratch(
+                self._store, self._shape, self._ct, rows=self._rows, first=first,
+                stop=max(first, self._first + stop),
+            )  # fmt: skip
         if not 0 <= index < len(self):
             raise IndexError(f"scratch buffer {index} of {len(self)}")
         k = self._first + index
