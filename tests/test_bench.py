@@ -319,6 +319,17 @@ def test_median_seconds_times_slow_calls_one_by_one():
     assert len(calls) == 5 and seconds >= 0.003
 
 
+def test_a_call_slower_than_the_limit_is_timed_once_by_its_warm_up(monkeypatch):
+    from softxent._bench import timing
+
+    monkeypatch.setattr(timing, "SLOW_CALL_SECONDS", 0.002)
+    calls = []
+    samples = timing.sample_seconds(
+        lambda: (calls.append(1), time.sleep(0.003)), repeat=5, min_sample_seconds=0.0
+    )
+    assert len(calls) == 1 and len(samples) == 1 and samples[0] >= 0.003
+
+
 def test_peak_extra_bytes_counts_temporaries_not_outputs_or_in_place_writes():
     x = np.ones((200, 500))
     assert peak_extra_bytes(lambda: np.exp(x), inputs=[x]) < 0.05 * x.nbytes

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: A call whose warm-up took longer than this many seconds is timed by that call alone
+#: (some peers take tens of seconds on float16: a sweep must still end within the hour).
+SLOW_CALL_SECONDS = 2.0
+
 #: A figure whose slowest timed sample took more than this many times its fastest is
 #: flagged as noisy: the machine was busy, or the call's speed varies from call to call.
 NOISY_SPREAD = 1.5
@@ -56,6 +60,10 @@ def sample_seconds(
     The warm-up pays one-off costs (JIT compilation, first-touch page faults of freshly
     allocated outputs, thread-pool start-up) that a steady-state training loop never sees.
 
+    A call whose warm-up takes over :data:`SLOW_CALL_SECONDS` is not repeated: its one
+    sample is the warm-up's time (a figure with no spread; one-off costs are a small
+    part of so long a call).
+
     A call faster than ``min_sample_seconds`` is timed as a loop of enough calls to fill
     that time, divided by their number (as :mod:`timeit` does): a single call of a few
     microseconds mostly measures cold caches and the timer. With ``setup`` (run before
@@ -66,7 +74,11 @@ def sample_seconds(
     for _ in range(warmup):
         if setup is not None:
             setup()
+        start = time.perf_counter()
         fn()
+        warm = time.perf_counter() - start
+        if warm > SLOW_CALL_SECONDS:  # repeats would cost minutes and tell little more
+            return [warm]
     number = 1
     if setup is None:
         start = time.perf_counter()
