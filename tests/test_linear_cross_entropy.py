@@ -386,11 +386,11 @@ def _peak_bytes(fn) -> int:
     [
         (4096, 32000, 4, 1024),  # a quarter of the tokens (128 MiB would allow 1048)
         (1024, 131072, 4, 256),  # a quarter, and 128 MiB: 256 x 131072 x 4 B
-        (100_000, 32000, 4, 1048),  # the 128 MiB cap
-        (4096, 50257, 8, 333),  # float64: 128 MiB / (50257 x 8 B)
-        (64, 1000, 4, 256),  # small batches: at least 256 rows (so here one chunk)
-        (1000, 1000, 4, 256),  # a quarter would be 250 rows: the minimum wins
-        (4097, 10, 4, 1025),  # ceil(4097 / 4): 4 chunks, the last one row shorter
+        (100_000, 32000, 4, 1042),  # the 128 MiB cap (1048 rows), in 96 equal chunks
+        (4096, 50257, 8, 316),  # float64: 128 MiB / (50257 x 8 B) = 333 rows, 13 chunks
+        (64, 1000, 4, 64),  # small batches: at least 256 rows, so here one chunk
+        (1000, 1000, 4, 250),  # 256 rows would leave 232: 4 chunks of 250
+        (4097, 10, 4, 1025),  # ceil(4097 / 4): 4 chunks, the last one 3 rows shorter
         (10, 2**40, 4, 1),  # at least one row
     ],
 )
@@ -406,11 +406,14 @@ def test_default_chunk_rows(n, v, itemsize, rows):
 @settings(max_examples=60, deadline=None, derandomize=True)
 def test_default_chunk_is_at_most_a_quarter_of_the_logits(n, v, itemsize):
     rows = default_chunk_rows(v, itemsize, n)
-    assert rows * v * itemsize <= max(layer_module.CHUNK_BYTES, v * itemsize)
+    cap = default_chunk_rows(v, itemsize)  # without N: the 128 MiB cap alone
+    assert cap == max(1, layer_module.CHUNK_BYTES // (v * itemsize))
+    assert 1 <= rows <= cap
     if n >= layer_module.CHUNKS_PER_BATCH * layer_module.MIN_CHUNK_ROWS:
         assert rows <= -(-n // 4)  # ceil(n / 4) rows: a quarter of the logits, +3 rows at most
-    assert rows >= min(layer_module.MIN_CHUNK_ROWS, layer_module.CHUNK_BYTES // (v * itemsize))
-    assert default_chunk_rows(v, itemsize) >= rows  # without N: the 128 MiB cap alone
+    chunks = -(-n // rows)
+    assert n - (chunks - 1) * rows >= rows - (chunks - 1)  # nearly equal chunks
+    assert 2 * rows >= min(layer_module.MIN_CHUNK_ROWS, cap, n)  # never tiny ones
 
 
 def test_the_layer_uses_the_default_chunk_rule(monkeypatch):

@@ -67,14 +67,17 @@ def default_chunk_rows(num_classes: int, itemsize: int, num_rows: int | None = N
 
     .. math::
 
-        c = \max\Big(1, \min\Big(\Big\lfloor \frac{B}{V s} \Big\rfloor,\;
-            \max\Big(R, \Big\lceil \frac{N}{K} \Big\rceil\Big)\Big)\Big)
+        r = \min\Big(\Big\lfloor \frac{B}{V s} \Big\rfloor,\;
+            \max\Big(R, \Big\lceil \frac{N}{K} \Big\rceil\Big)\Big), \qquad
+        c = \Big\lceil N \Big/ \Big\lceil \frac{N}{r} \Big\rceil \Big\rceil
 
     with ``B`` = :data:`CHUNK_BYTES`, ``s`` = ``itemsize`` (of the compute dtype), ``V`` =
     ``num_classes``, ``N`` = ``num_rows``, ``K`` = :data:`CHUNKS_PER_BATCH` and ``R`` =
-    :data:`MIN_CHUNK_ROWS`: one chunk's ``(c, V)`` logits take at most 128 MiB, and at most
-    a quarter of the whole logits once ``N >= K R`` (1024 tokens). Without ``num_rows``,
-    only the 128 MiB cap.
+    :data:`MIN_CHUNK_ROWS`, at least 1: one chunk's ``(c, V)`` logits take at most
+    128 MiB, and at most a quarter of the whole logits once ``N >= K R`` (1024 tokens);
+    ``c`` splits the ``N`` tokens into as many chunks as ``r`` would, of nearly equal size,
+    since a short last chunk is slow per token (OpenBLAS's ``d_logits @ weight`` is, at a
+    few hundred rows). Without ``num_rows``: ``floor(B / (V s))``, at least 1.
 
     >>> default_chunk_rows(32000, 4)  # 128 MiB / (32000 classes * 4 bytes)
     1048
@@ -82,13 +85,15 @@ def default_chunk_rows(num_classes: int, itemsize: int, num_rows: int | None = N
     1024
     >>> default_chunk_rows(131072, 4, num_rows=1024)  # 128 MiB and a quarter: 256 tokens
     256
-    >>> default_chunk_rows(1000, 4, num_rows=64)  # small batches: one chunk
-    256
+    >>> default_chunk_rows(32000, 4, num_rows=100_000)  # 96 chunks of <= 1048 rows
+    1042
     """
-    by_bytes = CHUNK_BYTES // (max(1, num_classes) * itemsize)
-    if num_rows is not None:
-        by_bytes = min(by_bytes, max(MIN_CHUNK_ROWS, -(-num_rows // CHUNKS_PER_BATCH)))
-    return max(1, by_bytes)
+    rows = max(1, CHUNK_BYTES // (max(1, num_classes) * itemsize))
+    if not num_rows:
+        return rows
+    rows = min(rows, max(MIN_CHUNK_ROWS, -(-num_rows // CHUNKS_PER_BATCH)))
+    chunks = -(-num_rows // rows)
+    return -(-num_rows // chunks)
 
 
 #: Bytes of one vocabulary slice of a chunk's ``d_weight`` before it is added to the
