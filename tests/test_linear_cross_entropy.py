@@ -369,7 +369,7 @@ def test_non_contiguous_inputs():
     assert_grads_close(result, torch_linear_ce(hidden, weight, bias, target), np.float64)
 
 
-# --------------------------------------------------------------------------- memory bound
+# ------------------------------------------------------------- chunk rule and memory bound
 
 
 def _peak_bytes(fn) -> int:
@@ -430,15 +430,6 @@ def test_the_layer_uses_the_default_chunk_rule(monkeypatch):
     hidden, weight = r.standard_normal((n, d)), r.standard_normal((v, d))
     sx.linear_cross_entropy_with_grad(hidden, weight, r.integers(0, v, n), np.zeros(v))
     assert seen == [(525, v)] * 4
-
-
-def _peak_bytes(fn) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("chunk_size", [256, None])
