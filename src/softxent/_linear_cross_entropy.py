@@ -359,7 +359,7 @@ def linear_cross_entropy_with_grad(
     of the compute dtype (by default at most a quarter of the ``(N, V)`` logits and at
     most 128 MiB) and per-token vectors. Each chunk's contribution to ``d_weight`` is
     added one vocabulary slice at a time (NumPy's matmul cannot accumulate into its
-    output) through rows of ``d_hidden`` that later chunks write. Gradients are accumulated in
+    output) through rows of ``d_hidden`` not written yet. Gradients are accumulated in
     float32 for float16/float32 layers and in float64 for float64 layers; float16
     gradients are rounded once at the end.
 
