@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
+import softxent._linear_cross_entropy as layer_module
+from softxent._linear_cross_entropy import default_chunk_rows
 
 from conftest import assert_close, logit_scale, random_probs, ref_dtype
 
@@ -367,7 +369,7 @@ def test_non_contiguous_inputs():
     assert_grads_close(result, torch_linear_ce(hidden, weight, bias, target), np.float64)
 
 
-# --------------------------------------------------------------------------- memory bound
+# ------------------------------------------------------------- chunk rule and memory bound
 
 
 def _peak_bytes(fn) -> int:
@@ -379,11 +381,60 @@ def _peak_bytes(fn) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.parametrize(
+    ("n", "v", "itemsize", "rows"),
+    [
+        (4096, 32000, 4, 1024),  # a quarter of the tokens (128 MiB would allow 1048)
+        (1024, 131072, 4, 256),  # a quarter, and 128 MiB: 256 x 131072 x 4 B
+        (100_000, 32000, 4, 1042),  # the 128 MiB cap (1048 rows), in 96 equal chunks
+        (4096, 50257, 8, 316),  # float64: 128 MiB / (50257 x 8 B) = 333 rows, 13 chunks
+        (64, 1000, 4, 64),  # small batches: at least 256 rows, so here one chunk
+        (1000, 1000, 4, 250),  # 256 rows would leave 232: 4 chunks of 250
+        (4097, 10, 4, 1025),  # ceil(4097 / 4): 4 chunks, the last one 3 rows shorter
+        (10, 2**40, 4, 1),  # at least one row
+    ],
+)
+def test_default_chunk_rows(n, v, itemsize, rows):
+    assert default_chunk_rows(v, itemsize, n) == rows
+
+
+@given(
+    n=st.integers(1, 10**7),
+    v=st.integers(1, 10**6),
+    itemsize=st.sampled_from([4, 8]),
+)
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_default_chunk_is_at_most_a_quarter_of_the_logits(n, v, itemsize):
+    rows = default_chunk_rows(v, itemsize, n)
+    cap = default_chunk_rows(v, itemsize)  # without N: the 128 MiB cap alone
+    assert cap == max(1, layer_module.CHUNK_BYTES // (v * itemsize))
+    assert 1 <= rows <= cap
+    if n >= layer_module.CHUNKS_PER_BATCH * layer_module.MIN_CHUNK_ROWS:
+        assert rows <= -(-n // 4)  # ceil(n / 4) rows: a quarter of the logits, +3 rows at most
+    chunks = -(-n // rows)
+    assert n - (chunks - 1) * rows >= rows - (chunks - 1)  # nearly equal chunks
+    assert 2 * rows >= min(layer_module.MIN_CHUNK_ROWS, cap, n)  # never tiny ones
+
+
+def test_the_layer_uses_the_default_chunk_rule(monkeypatch):
+    n, d, v = 2100, 3, 50  # a quarter: 525 rows, so 4 chunks
+    seen = []
+    real = layer_module.row_losses
+
+    def spy(logits, *args, **kwargs):
+        seen.append(logits.shape)
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(layer_module, "row_losses", spy)
+    r = np.random.default_rng(12)
+    hidden, weight = r.standard_normal((n, d)), r.standard_normal((v, d))
+    sx.linear_cross_entropy_with_grad(hidden, weight, r.integers(0, v, n), np.zeros(v))
+    assert seen == [(525, v)] * 4
+
+
 @pytest.mark.parametrize("chunk_size", [256, None])
-def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threads, monkeypatch):
+def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threads):
     """N=2048, V=8000: the full float32 logits would be 65.5 MB; the fused call stays below."""
-    # A budget below the logits, so that the default rule really splits N into chunks.
-    monkeypatch.setattr(sx._linear_cross_entropy, "CHUNK_BYTES", 16 * 2**20)
     sx.set_num_threads(2)  # the core's per-thread block scratch is part of the slack below
     n, d, v = 2048, 64, 8000
     r = np.random.default_rng(10)
@@ -393,23 +444,27 @@ def test_memory_is_bounded_by_the_chunk_not_the_logits(chunk_size, restore_threa
     target = r.integers(0, v, n)
     full_logits = n * v * 4
     gradients = (n * d + v * d + v) * 4
-    chunk_rows = chunk_size or sx._linear_cross_entropy.CHUNK_BYTES // (v * 4)
+    chunk_rows = chunk_size or default_chunk_rows(v, 4, n)
+    assert chunk_rows == (chunk_size or n // 4)
     budget = min(chunk_rows, n) * v * 4
-    slack = 8 * 2**20  # per-chunk vectors and the core's block scratch (a few MiB)
+    # Per-chunk vectors and the kernels' per-thread block scratch: about 1.1 MiB with the
+    # native kernels (the slack is tight enough to catch a 2 MiB d_weight scratch), a few
+    # MiB with the NumPy ones.
+    slack = 2 * 2**20 if sx._native.core is not None else 8 * 2**20
     peak = _peak_bytes(
         lambda: sx.linear_cross_entropy_with_grad(
             hidden, weight, target, bias, chunk_size=chunk_size
         )
     )
-    # Allowed: the chunk buffer and the gradients (d_weight's partial sums go through a
-    # 2 MiB scratch, inside the slack).
+    # Allowed: the chunk buffer and the gradients; d_weight's partial sums go through rows
+    # of d_hidden not written yet, so they need no memory of their own.
     assert peak < budget + gradients + slack, peak
     peak_fwd = _peak_bytes(
         lambda: sx.linear_cross_entropy(hidden, weight, target, bias, chunk_size=chunk_size)
     )
     assert peak_fwd < budget + slack, peak_fwd
-    if chunk_size is not None:
-        assert peak < 0.3 * full_logits, peak
+    # By default a quarter of the logits (512 rows): 16.4 MB of the 65.5 MB, + the slack.
+    assert peak - gradients < min(chunk_rows / n, 1 / 4) * full_logits + slack, peak
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -40,33 +40,64 @@ from softxent._validation import (
 )
 
 __all__ = [
+    "CHUNKS_PER_BATCH",
     "CHUNK_BYTES",
+    "MIN_CHUNK_ROWS",
     "LinearLossAndGrads",
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
 ]
 
-#: Default memory budget of the chunk's logits buffer (bytes, in the compute dtype). With
-#: V = 32000 float32 classes a chunk is 128 MiB / (32000 * 4 B) = 1048 tokens. Every
-#: chunk's matmuls read (and pack) the whole weight again, so small chunks are slow:
-#: measured at N = 4096, D = 512 on 2 cores, interleaved in one run, the fused layer took
-#: 1.28x the three unchunked matmuls with 524-token chunks, 1.19x with 786, 1.14x with 1048.
+#: Cap of one chunk's logits buffer (bytes, in the compute dtype): with V = 32000 float32
+#: classes, 128 MiB / (32000 * 4 B) = 1048 tokens.
 CHUNK_BYTES = 128 * 1024 * 1024
 
+#: The chunk buffer is also at most 1/CHUNKS_PER_BATCH of the whole (N, V) logits: a batch is
+#: split into at least this many chunks ...
+CHUNKS_PER_BATCH = 4
 
-def default_chunk_rows(num_classes: int, itemsize: int) -> int:
-    """Rows per chunk by default, for every linear layer (NumPy, torch, tensor parallel):
-    as many as keep one chunk's ``(rows, num_classes)`` logits of ``itemsize``-byte values
-    (the compute dtype) within :data:`CHUNK_BYTES`, at least 1.
+#: ... of at least this many tokens (unless :data:`CHUNK_BYTES` allows fewer). Every chunk's
+#: two matmuls with the weight read (and pack) all of it again and its ``d_weight`` is added
+#: to the accumulator, all ``(V, D)``-sized work per chunk, so small chunks are slow.
+MIN_CHUNK_ROWS = 256
+
+
+def default_chunk_rows(num_classes: int, itemsize: int, num_rows: int | None = None) -> int:
+    r"""Rows per chunk by default, for every linear layer (NumPy, torch, tensor parallel).
+
+    .. math::
+
+        r = \min\Big(\Big\lfloor \frac{B}{V s} \Big\rfloor,\;
+            \max\Big(R, \Big\lceil \frac{N}{K} \Big\rceil\Big)\Big), \qquad
+        c = \Big\lceil N \Big/ \Big\lceil \frac{N}{r} \Big\rceil \Big\rceil
+
+    with ``B`` = :data:`CHUNK_BYTES`, ``s`` = ``itemsize`` (of the compute dtype), ``V`` =
+    ``num_classes``, ``N`` = ``num_rows``, ``K`` = :data:`CHUNKS_PER_BATCH` and ``R`` =
+    :data:`MIN_CHUNK_ROWS`, at least 1: one chunk's ``(c, V)`` logits take at most
+    128 MiB, and at most a quarter of the whole logits once ``N >= K R`` (1024 tokens);
+    ``c`` splits the ``N`` tokens into as many chunks as ``r`` would, of nearly equal size,
+    since a short last chunk is slow per token (OpenBLAS's ``d_logits @ weight`` is, at a
+    few hundred rows). Without ``num_rows``: ``floor(B / (V s))``, at least 1.
 
     >>> default_chunk_rows(32000, 4)  # 128 MiB / (32000 classes * 4 bytes)
     1048
+    >>> default_chunk_rows(32000, 4, num_rows=4096)  # a quarter of the tokens
+    1024
+    >>> default_chunk_rows(131072, 4, num_rows=1024)  # 128 MiB and a quarter: 256 tokens
+    256
+    >>> default_chunk_rows(32000, 4, num_rows=100_000)  # 96 chunks of <= 1048 rows
+    1042
     """
-    return max(1, CHUNK_BYTES // (max(1, num_classes) * itemsize))
+    rows = max(1, CHUNK_BYTES // (max(1, num_classes) * itemsize))
+    if not num_rows:
+        return rows
+    rows = min(rows, max(MIN_CHUNK_ROWS, -(-num_rows // CHUNKS_PER_BATCH)))
+    chunks = -(-num_rows // rows)
+    return -(-num_rows // chunks)
 
 
-#: Bytes of the scratch that takes one slice of a chunk's ``d_weight`` before it is added
-#: to the accumulator: small enough to stay in cache, large enough for full-speed matmuls.
+#: Bytes of one vocabulary slice of a chunk's ``d_weight`` before it is added to the
+#: accumulator: small enough to stay in cache, large enough for full-speed matmuls.
 _SLICE_BYTES = 2 * 1024 * 1024
 
 
@@ -108,7 +139,7 @@ def _prepare(
         target, t, is_index, class_weight, h.dtype, v, options, weight_name="class_weight"
     )
     ct = compute_dtype(h.dtype)
-    chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize)
+    chunk = check_chunk_size(chunk_size) or default_chunk_rows(v, ct.itemsize, n)
     chunk = max(1, min(chunk, n))
     # float16 layers: the matmuls run in float32 (one copy of the weight); see the docstring.
     w_ct = w.astype(ct, copy=False)
@@ -223,8 +254,8 @@ def linear_cross_entropy(
     ignore_index, reduction, label_smoothing
         As in :func:`softxent.cross_entropy`.
     chunk_size : int, optional
-        Rows per chunk. Default: as many as fit in 128 MiB of logits
-        in the compute dtype.
+        Rows per chunk. Default (:func:`default_chunk_rows`): a quarter of the tokens,
+        at least 256, at most as many as fit in 128 MiB of logits in the compute dtype.
 
     Returns
     -------
@@ -325,9 +356,10 @@ def linear_cross_entropy_with_grad(
     Notes
     -----
     Memory: besides the inputs and the returned gradients, one ``(chunk_size, V)`` buffer
-    of the compute dtype (128 MiB by default) and a 2 MiB scratch through
-    which each chunk's contribution to ``d_weight`` is added, one vocabulary slice at a
-    time (NumPy's matmul cannot accumulate into its output). Gradients are accumulated in
+    of the compute dtype (by default at most a quarter of the ``(N, V)`` logits and at
+    most 128 MiB) and per-token vectors. Each chunk's contribution to ``d_weight`` is
+    added one vocabulary slice at a time (NumPy's matmul cannot accumulate into its
+    output) through rows of ``d_hidden`` not written yet. Gradients are accumulated in
     float32 for float16/float32 layers and in float64 for float64 layers; float16
     gradients are rounded once at the end.
 
@@ -403,33 +435,43 @@ class _Grads:
         self.layer = layer
         self.g_rows = g_rows  # (N,) upstream gradient of each token's loss, or one for all
         self.d_hidden = np.empty((n, d), ct)  # (N, D)
-        self.d_weight = np.zeros((v, d), ct)  # (V, D); calloc: zero pages cost nothing
+        # Zeros for N = 0 (no chunk); calloc: pages the first chunk writes cost nothing more.
+        self.d_weight = np.zeros((v, d), ct)  # (V, D)
         self.d_bias = None if layer.bias is None else np.zeros(v, ct)  # (V,)
-        # NumPy's matmul cannot accumulate into its output: a chunk's d_weight goes through a
-        # cache-sized (s, D) scratch, vocabulary slice by slice, instead of a (V, D) buffer.
         self.s_rows = max(1, min(v, _SLICE_BYTES // max(1, d * ct.itemsize)))
-        self.partial = np.empty((self.s_rows, d), ct)  # (s, D)
         self.ones = np.ones(min(layer.chunk, n), ct)  # (c,) column sums by BLAS (faster)
 
     def add(self, i: int, d_logits: np.ndarray, h: np.ndarray) -> None:
         """Add the chunk of rows ``[i, i + len(h))``: its ``d_logits`` (c, V), hidden ``h``."""
-        layer, j, v = self.layer, i + len(h), d_logits.shape[1]
+        layer, j = self.layer, i + len(h)
+        # d_weight and d_bias first: the rows [i, N) of d_hidden are not written yet, so
+        # they hold the slices of the chunk's d_weight on their way to the accumulator.
+        self._add_weight_grads(i, d_logits, _zero_ignored_rows(layer, i, h))
         if layer.dtype != layer.ct:  # F.linear's backward takes d_logits in the layer's dtype
             rounded = d_logits.astype(layer.dtype).astype(layer.ct)
             np.matmul(rounded, layer.weight, out=self.d_hidden[i:j])
         else:
             np.matmul(d_logits, layer.weight, out=self.d_hidden[i:j])  # (c, D)
-        h = _zero_ignored_rows(layer, i, h)  # (c, D)
-        if i == 0:  # the first chunk writes the accumulator directly
-            np.matmul(d_logits.T, h, out=self.d_weight)  # (V, D)
-        else:
-            for k in range(0, v, self.s_rows):
-                e = min(v, k + self.s_rows)
-                part = self.partial[: e - k]
-                np.matmul(d_logits[:, k:e].T, h, out=part)  # (s, D)
-                self.d_weight[k:e] += part
+
+    def _add_weight_grads(self, i: int, d_logits: np.ndarray, h: np.ndarray) -> None:
+        """``d_weight += d_logits.T @ h`` and ``d_bias += d_logits.sum(0)`` (the first chunk
+        writes ``d_weight``). NumPy's matmul cannot accumulate into its output, so a later
+        chunk's ``d_weight`` goes to the accumulator one vocabulary slice at a time through a
+        cache-sized scratch: rows of ``d_hidden`` not written yet, no memory of its own."""
         if self.d_bias is not None:
-            self.d_bias += self.ones[: j - i] @ d_logits  # (V,)
+            self.d_bias += self.ones[: len(h)] @ d_logits  # (V,)
+        if i == 0:
+            np.matmul(d_logits.T, h, out=self.d_weight)  # (V, D)
+            return
+        v, d = self.d_weight.shape
+        free = self.d_hidden[i:].reshape(-1)  # ((N - i) * D,), a view: d_hidden is C-ordered
+        # >= 1 row: the chunk's own rows are free (D = 0: empty slices)
+        s = min(self.s_rows, len(free) // d) if d else self.s_rows
+        for k in range(0, v, s):
+            e = min(v, k + s)
+            part = free[: (e - k) * d].reshape(e - k, d)  # (s, D)
+            np.matmul(d_logits[:, k:e].T, h, out=part)
+            self.d_weight[k:e] += part
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(d_hidden, d_weight, d_bias)`` in the layer's dtype (rounded once for float16)."""

@@ -373,7 +373,7 @@ def test_forward_only_without_grad(backend, context, monkeypatch):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("chunk_size", [None, 4])
 def test_chunks_never_hold_all_logits(backend, chunk_size, monkeypatch):
-    n, v = 2000, 9000  # default chunk: 128 MiB / (9000 * 8 B) = 1864 rows < n
+    n, v = 2000, 9000  # default chunk: a quarter of n, 500 rows (128 MiB allows 1864)
     seen = []
     if backend == "numpy":
         real = numpy_layer.row_losses
@@ -397,8 +397,8 @@ def test_chunks_never_hold_all_logits(backend, chunk_size, monkeypatch):
         layer[0], layer[1], t, None, None, make_options(chunk_size=chunk_size), backend
     )
     loss.backward()
-    expected = chunk_size or default_chunk_size(v, torch.float64)
-    assert expected < n
+    expected = chunk_size or default_chunk_size(v, torch.float64, num_rows=n)
+    assert expected == (chunk_size or 500)
     assert max(rows for rows, _ in seen) == expected
     assert sum(rows for rows, _ in seen) == n
 

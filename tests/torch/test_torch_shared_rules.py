@@ -140,3 +140,7 @@ def test_one_default_chunk_rule():
         rows = numpy_layer.default_chunk_rows(classes, 8 if dtype == torch.float64 else 4)
         assert rows == numpy_layer.CHUNK_BYTES // (classes * (8 if dtype == torch.float64 else 4))
         assert default_chunk_size(classes, dtype) == rows
+        for n in (1, 1000, 4096, 10**6):  # with the batch's tokens: a quarter of the logits
+            itemsize = 8 if dtype == torch.float64 else 4
+            expected = numpy_layer.default_chunk_rows(classes, itemsize, n)
+            assert default_chunk_size(classes, dtype, num_rows=n) == expected

@@ -52,14 +52,20 @@ __all__ = [
 ]
 
 
-def default_chunk_size(num_classes: int, dtype: torch.dtype = torch.float32) -> int:
+def default_chunk_size(
+    num_classes: int, dtype: torch.dtype = torch.float32, *, num_rows: int | None = None
+) -> int:
     """Rows per chunk by default: as many as keep one chunk's logits within
-    :data:`CHUNK_BYTES` (128 MiB) in the compute dtype (float32 for half inputs).
+    :data:`CHUNK_BYTES` (128 MiB) in the compute dtype (float32 for half inputs) and, given
+    the ``num_rows`` tokens of the batch, within a quarter of the whole logits, but not
+    fewer than 256 rows (each chunk reads the whole weight again).
 
     >>> default_chunk_size(32000)  # 128 MiB / (32000 classes * 4 bytes)
     1048
+    >>> default_chunk_size(32000, num_rows=4096)  # a quarter of 4096 tokens
+    1024
     """
-    return default_chunk_rows(num_classes, compute_dtype(dtype).itemsize)
+    return default_chunk_rows(num_classes, compute_dtype(dtype).itemsize, num_rows)
 
 
 def linear_cross_entropy(
@@ -108,7 +114,8 @@ def linear_cross_entropy(
         Logits become ``softcap * tanh(logits / softcap)`` first.
     chunk_size : int, optional
         Tokens per chunk. Default :func:`default_chunk_size`: a chunk's logits take at most
-        :data:`CHUNK_BYTES` = 128 MiB in the compute dtype.
+        :data:`CHUNK_BYTES` = 128 MiB in the compute dtype, and at most a quarter of the
+        whole logits from 1024 tokens on.
 
     Returns
     -------
@@ -132,14 +139,15 @@ def linear_cross_entropy(
                         label_smoothing=label_smoothing)
 
     Memory rule: the largest temporaries are one chunk's logits and its gradient, a few
-    ``(chunk_size, V)`` arrays of the compute dtype. Example: V = 32000 float32 classes,
-    D = 512, N = 4096 tokens: the default chunk is 128 MiB / (32000 * 4 B) = 1048 tokens
-    (4 chunks), so the working set is a few times 128 MiB instead of the 500 MiB of
-    logits plus 500 MiB of their gradient. For ``'mean'``/``'sum'`` the forward saves the
-    three gradients (the sizes of input, linear_weight and linear_bias); for ``'none'`` it
-    saves nothing new and the backward recomputes the chunks with the per-token upstream
-    gradient. No host synchronisation off CPU (a bad class index gives a NaN loss there).
-    Under ``torch.no_grad()`` or when nothing requires grad only the loss is computed.
+    ``(chunk_size, V)`` arrays of the compute dtype. Example: V = 32000 float32 classes, D =
+    512, N = 4096 tokens: the default chunk is a quarter of the tokens, 1024 (the 128 MiB
+    cap, 128 MiB / (32000 * 4 B), would allow 1048), so the working set is a few times 125
+    MiB instead of the 500 MiB of logits plus 500 MiB of their gradient. For
+    ``'mean'``/``'sum'`` the forward saves the three gradients (the sizes of input,
+    linear_weight and linear_bias); for ``'none'`` it saves nothing new and the backward
+    recomputes the chunks with the per-token upstream gradient. No host synchronisation off
+    CPU (a bad class index gives a NaN loss there). Under ``torch.no_grad()`` or when
+    nothing requires grad only the loss is computed.
     Half inputs, the same on CPU (NumPy kernels) and every other device: the logits are
     the layer's output in its dtype (like ``F.linear``), the cross-entropy is computed in
     float32, the input gradient is ``d_logits`` rounded to the input dtype times
@@ -287,7 +295,7 @@ def _run_torch(hidden, lw, bias, target, weight, options, prob, needs, grad_outp
         row_coef = grad_output.detach().reshape(-1).to(ct)  # (N,) upstream, per token
     else:
         row_coef = grad_row_scale(options.reduction, denominator, n, ct)  # (N,)
-    chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype)
+    chunk = options.chunk_size or default_chunk_size(num_classes, out_dtype, num_rows=n)
     losses = torch.empty(n, dtype=ct, device=device)  # (N,)
     d_hidden = torch.empty((n, dim), dtype=dtype, device=device) if needs[0] else None
     d_weight = torch.zeros((num_classes, dim), dtype=acc, device=device) if needs[1] else None

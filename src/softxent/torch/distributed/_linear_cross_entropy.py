@@ -205,7 +205,9 @@ def vocab_parallel_linear_cross_entropy(
         chunk_size=chunk_size,
     )
     n = math.prod(leading)
-    chunk = call.options.chunk_size or default_chunk_size(local_classes, call.plan.compute_dtype)
+    chunk = call.options.chunk_size or default_chunk_size(
+        local_classes, call.plan.compute_dtype, num_rows=n
+    )
     input2d = input.reshape(n, hidden)  # (N, H)
     loss = _VocabParallelLinearCrossEntropy.apply(
         input2d, local_linear_weight, local_linear_bias, target2d, class_weight, call, chunk
