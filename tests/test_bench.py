@@ -75,6 +75,8 @@ def _check_schema(doc: dict) -> None:
     for key in ("platform", "machine", "processor", "python", "cpu_count", "usable_cpus"):
         assert key in doc["machine"]
     assert doc["machine"]["kernels"] == _native.kernels()
+    # The test extra installs threadpoolctl, so the BLAS and its kernel are recorded.
+    assert doc["machine"]["blas"].startswith("numpy: "), doc["machine"]["blas"]
     assert isinstance(doc["versions"]["softxent"], str)
     assert isinstance(doc["versions"]["numpy"], str)
     for key in ("threads", "repeat", "warmup"):
@@ -142,7 +144,7 @@ def test_records_which_kernels_ran(capsys, monkeypatch):
     # The text and the JSON name the kernels that ran: the native ISA, or the fallback.
     status, out, err = bench(capsys, "--ops", "softmax")
     assert status == 0, err
-    assert f"softxent kernels: {_native.kernels()}." in out.splitlines()[-1]
+    assert f"softxent kernels: {_native.kernels()};" in out.splitlines()[-1]
     monkeypatch.setattr(_native, "core", None)  # as with SOFTXENT_NATIVE=0
     status, out, err = bench(capsys, "--ops", "softmax", "--json")
     assert status == 0, err
@@ -491,3 +493,12 @@ def test_bench_case_moved_out_of_the_layer_module():
     import softxent._linear_cross_entropy as layer
 
     assert not hasattr(layer, "_bench_case")
+
+
+def test_blas_info_names_numpy_s_blas_first_and_the_steering_variables():
+    from softxent._bench.runner import blas_info
+
+    assert blas_info({}).startswith("numpy: ")  # the test extra installs threadpoolctl
+    assert "OPENBLAS" not in blas_info({})
+    steered = blas_info({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576"})
+    assert steered.endswith("(OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=1048576)")

@@ -324,5 +324,6 @@ def machine_line(machine: dict[str, object]) -> str:
     set (e.g. ``x86-64-v4``: AVX-512) or ``numpy`` (the fallback kernels)."""
     return (
         f"Machine: {machine.get('platform')}, {machine.get('usable_cpus')} usable CPUs, "
-        f"Python {machine.get('python')}; softxent kernels: {machine.get('kernels')}."
+        f"Python {machine.get('python')}; softxent kernels: {machine.get('kernels')}; "
+        f"BLAS: {machine.get('blas', 'unknown')}."
     )

@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +111,37 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def blas_info(environ: Mapping[str, str] = os.environ) -> str:
+    """The BLAS libraries loaded (NumPy's first), each with its version and the kernel it
+    picked at run time (OpenBLAS chooses one per CPU, or the one ``OPENBLAS_CORETYPE``
+    names: matmul speed differs up to 2x between them), as threadpoolctl reports them; the
+    variables of ``environ`` that steer the choice are named when set."""
+    try:
+        from threadpoolctl import threadpool_info  # optional (the test extra)
+    except ImportError:
+        return "unknown (pip install threadpoolctl to record it)"
+    libraries = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    libraries.sort(key=lambda i: _blas_owner(i) != "numpy")
+    parts = [
+        f"{_blas_owner(i)}: {i.get('internal_api')} {i.get('version')}"
+        + (f", {i['architecture']} kernel" if i.get("architecture") else "")
+        for i in libraries
+    ]
+    steering = [
+        f"{name}={environ[name]}"
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+        if name in environ
+    ]
+    text = "; ".join(parts) or "none loaded"
+    return f"{text} ({', '.join(steering)})" if steering else text
+
+
+def _blas_owner(info: Mapping[str, object]) -> str:
+    """The package that ships a BLAS library: ``.../numpy.libs/libopenblas.so`` -> numpy."""
+    folder = os.path.basename(os.path.dirname(str(info.get("filepath", ""))))
+    return folder.removesuffix(".libs") or "?"
+
+
 def machine_info() -> dict[str, object]:
     """The machine a report was measured on, and which of softxent's kernels ran there."""
     usable: int | None
@@ -129,6 +160,7 @@ def machine_info() -> dict[str, object]:
         # The native instruction set picked at import ("x86-64-v4": AVX-512, ...) or
         # "numpy" for the fallback kernels (not built, or SOFTXENT_NATIVE=0).
         "kernels": _native.kernels(),
+        "blas": blas_info(),
     }
 
 
