@@ -502,3 +502,15 @@ def test_blas_info_names_numpy_s_blas_first_and_the_steering_variables():
     assert "OPENBLAS" not in blas_info({})
     steered = blas_info({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576"})
     assert steered.endswith("(OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=1048576)")
+
+
+def test_floors_are_the_fastest_sample_and_figures_the_median(monkeypatch):
+    # A floor is a lower bound (noise only slows a pass down); the figures are medians.
+    from softxent._bench import runner
+    from softxent._bench.suites import build_cases
+
+    monkeypatch.setattr(runner, "sample_seconds", lambda fn, **kw: (fn(), [0.3, 0.1, 0.2])[1])
+    cases = build_cases(["cross_entropy"], [(4, 5)], ["float32"])
+    floors, rows = runner.run_cases(cases, [], repeat=3, threads=1)
+    assert (floors[0].read, floors[0].copy) == (0.1, 0.1)
+    assert rows[0].times["softxent"] == 0.2
