@@ -562,6 +562,50 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
     }
 }
 
+/* sum_c q_c and sum_c q_c (x_c - m) of one contiguous row, q = t * scale + offset. */
+static ALWAYS_INLINE void K(prob_row)(const T *xr, const T *tr, ptrdiff_t C, T m,
+                                      const T *sc, const T *of, int scaled, int offset,
+                                      T *sum_q, T *dot)
+{
+    T sq = 0, dt = 0;
+#pragma omp simd reduction(+ : sq, dt)
+    for (ptrdiff_t c = 0; c < C; c++) {
+        T q = tr[c];
+        if (scaled)
+            q = q * sc[c];
+        if (offset)
+            q = q + of[c];
+        sq += q;
+        dt += q * (xr[c] - m);
+    }
+    *sum_q = sq;
+    *dot = dt;
+}
+
+/* sum_q and dot of rows i0 .. i0 + n - 1 row by row, for rows of more than
+ * NARROW_MAX_CLASSES classes (which never take a gradient here): at 100 classes this
+ * measured 25-30% faster than a transposed t tile (whose strided gathers reach past L1 and
+ * defeat the prefetcher); at 32 classes neither won. buf holds 2 C entries. */
+static void K(prob_rows)(const job_t *J, ptrdiff_t i0, ptrdiff_t n, const T *m, T *sum_q,
+                         T *dot, T *buf)
+{
+    const ptrdiff_t C = J->classes;
+    const T *sc = (const T *)J->scale, *of = (const T *)J->offset;
+    const S *X = (const S *)J->x + i0 * J->x_rs, *TT = (const S *)J->t + i0 * J->t_rs;
+    for (ptrdiff_t r = 0; r < n; r++) {
+        const T *xr = K(load)(X + r * J->x_rs, J->x_cs, C, buf);
+        const T *tr = K(load)(TT + r * J->t_rs, J->t_cs, C, buf + C);
+        if (sc && of)
+            K(prob_row)(xr, tr, C, m[r], sc, of, 1, 1, sum_q + r, dot + r);
+        else if (sc)
+            K(prob_row)(xr, tr, C, m[r], sc, NULL, 1, 0, sum_q + r, dot + r);
+        else if (of)
+            K(prob_row)(xr, tr, C, m[r], NULL, of, 0, 1, sum_q + r, dot + r);
+        else
+            K(prob_row)(xr, tr, C, m[r], NULL, NULL, 0, 0, sum_q + r, dot + r);
+    }
+}
+
 /* The probability-target loss of narrow rows, and its gradient when J->out is set:
  * loss = (sum q) log s - sum_c q_c (x_c - m); grad = g (p sum q - q). */
 static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
@@ -582,20 +626,25 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = sum_q[r] = dot[r] = 0;
-        K(gather)(t, t_rs, t_cs, n, C, qt);
-        /* Each combination its own loop: a select in the loop measured several times slower */
-        const int mode = (O != NULL) * 4 + (sc != NULL) * 2 + (of != NULL);
-        switch (mode) {
+        if (C > NARROW_MAX_CLASSES) { /* the forward alone (see prob_rows) */
+            K(tile_sum_exp)(xt, C, m, s, xt);
+            K(prob_rows)(J, i0, n, m, sum_q, dot, qt);
+        } else {
+            K(gather)(t, t_rs, t_cs, n, C, qt);
+            /* A loop per case: a select inside the loop measured several times slower. */
+            const int mode = (O != NULL) * 4 + (sc != NULL) * 2 + (of != NULL);
 #define PROB_PASS(k, a, b)                                                                  \
     K(prob_pass)(C, xt, qt, m, s, sum_q, dot, (a) ? sc : NULL, (b) ? of : NULL, k, a, b)
-        case 0: PROB_PASS(0, 0, 0); break;
-        case 1: PROB_PASS(0, 0, 1); break;
-        case 2: PROB_PASS(0, 1, 0); break;
-        case 3: PROB_PASS(0, 1, 1); break;
-        case 4: PROB_PASS(1, 0, 0); break;
-        case 5: PROB_PASS(1, 0, 1); break;
-        case 6: PROB_PASS(1, 1, 0); break;
-        default: PROB_PASS(1, 1, 1); break;
+            switch (mode) {
+            case 0: PROB_PASS(0, 0, 0); break;
+            case 1: PROB_PASS(0, 0, 1); break;
+            case 2: PROB_PASS(0, 1, 0); break;
+            case 3: PROB_PASS(0, 1, 1); break;
+            case 4: PROB_PASS(1, 0, 0); break;
+            case 5: PROB_PASS(1, 0, 1); break;
+            case 6: PROB_PASS(1, 1, 0); break;
+            default: PROB_PASS(1, 1, 1); break;
+            }
 #undef PROB_PASS
         }
 #pragma omp simd
