@@ -370,6 +370,53 @@ def test_class_index_block_with_negative_weights(num_classes, rows, dtype, smoot
         assert_close(grad, expected_grad, dtype, scale=logit_scale(x) * 4)
 
 
+@pytest.mark.parametrize("num_classes", [32, 100, 101])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("offset", [False, True])
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_probability_block_with_and_without_scale_and_offset(
+    isa, num_classes, dtype, scaled, offset, with_grad
+):
+    # Narrow rows run one loop per combination of scale, offset and gradient (an offset
+    # without a scale too, which the public functions never pass); rows 130-150 fill a
+    # partial tile. A block split anywhere gives the same bits as the whole (threads split
+    # blocks so).
+    rng = np.random.default_rng(num_classes)
+    rows = 150
+    ct = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    x = (rng.standard_normal((rows, num_classes)) * 3).astype(dtype)
+    x[3, 5] = np.nan
+    x[4, 7] = np.inf
+    x[5] = -np.inf
+    t = random_probs(x.shape, -1, dtype, seed=num_classes)
+    scale = rng.uniform(0.1, 2.0, num_classes).astype(ct) if scaled else None
+    off = rng.uniform(0.0, 0.1, num_classes).astype(ct) if offset else None
+    g = rng.standard_normal(rows).astype(ct)
+    consts = _kernels.make_consts(ct, num_classes, rows)
+    expected_grad = np.empty_like(x) if with_grad else None
+    work = expected_grad if with_grad and dtype == ct else np.empty((rows, num_classes), ct)
+    scratch = [np.empty((rows, num_classes), ct) for _ in range(2)]
+    with np.errstate(all="ignore"):
+        expected_loss = _kernels.ce_prob_block(
+            x, t, g, work, *scratch, expected_grad, consts, scale, off
+        )
+    loss, parts = np.empty(rows, ct), np.empty(rows, ct)
+    grad = np.empty_like(x) if with_grad else None
+    grad_parts = np.empty_like(x) if with_grad else None
+    assert _native.ce_prob_block(x, t, g, scale, off, loss, grad)
+    for lo, hi in [(0, 37), (37, 130), (130, rows)]:
+        block_grad = grad_parts[lo:hi] if with_grad else None
+        assert _native.ce_prob_block(
+            x[lo:hi], t[lo:hi], g[lo:hi], scale, off, parts[lo:hi], block_grad
+        )
+    assert_close(loss, expected_loss, ct, scale=logit_scale(x) * 4)
+    np.testing.assert_array_equal(parts, loss)
+    if with_grad:
+        assert_close(grad, expected_grad, dtype, scale=logit_scale(x) * 4)
+        np.testing.assert_array_equal(grad_parts, grad)
+
+
 def test_a_layout_the_kernels_do_not_take_falls_back_to_numpy():
     # A float32 view whose row stride is not a whole number of elements.
     raw = np.zeros(4 * 10 * 4 + 2 * 4, np.uint8)
