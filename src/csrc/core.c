@@ -436,18 +436,23 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "x and y must be contiguous and of one length");
         goto error;
     }
-    if (func <= 1 && kx == K_F32 && ky == K_F32)
-        current->exp_f32(bx->buf, by->buf, n, func);
-    else if (func <= 1 && kx == K_F64 && ky == K_F64)
-        current->exp_f64(bx->buf, by->buf, n, func);
-    else if (func == 2 && kx == K_F32 && by->itemsize == 2)
-        current->half(bx->buf, by->buf, n, 1);
-    else if (func == 3 && bx->itemsize == 2 && ky == K_F32)
-        current->half(bx->buf, by->buf, n, 0);
-    else {
+    int exp32 = func <= 1 && kx == K_F32 && ky == K_F32;
+    int exp64 = func <= 1 && kx == K_F64 && ky == K_F64;
+    int store = func == 2 && kx == K_F32 && by->itemsize == 2;
+    int load = func == 3 && bx->itemsize == 2 && ky == K_F32;
+    if (!(exp32 || exp64 || store || load)) {
         PyErr_SetString(PyExc_TypeError, "unsupported dtypes for this function");
         goto error;
     }
+    /* The float16 conversions also serve the elementwise losses' worker threads. */
+    Py_BEGIN_ALLOW_THREADS
+    if (exp32)
+        current->exp_f32(bx->buf, by->buf, n, func);
+    else if (exp64)
+        current->exp_f64(bx->buf, by->buf, n, func);
+    else
+        current->half(bx->buf, by->buf, n, store);
+    Py_END_ALLOW_THREADS
     release(&h);
     Py_RETURN_NONE;
 error:
