@@ -116,6 +116,48 @@ def test_log_is_within_one_ulp(isa, dtype):
     assert float(ulps.max()) <= 1.0, x[np.argmax(ulps)]
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
+    # The row kernels take exp(x - max), whose argument is never positive, from a shorter
+    # exp (one power of two for 2^k); it must round exactly as the general one, subnormal
+    # results and the underflow to 0 included.
+    info = np.finfo(dtype)
+    low = -104.0 if dtype == np.float32 else -746.0
+    x = np.concatenate(
+        [
+            np.linspace(low - 5.0, 0.0, 400_001),
+            -np.geomspace(info.smallest_subnormal, 1.0, 10_001),
+            [-np.inf, np.nan, 0.0, -0.0, -info.max],
+        ]
+    ).astype(dtype)
+    general, short = np.empty_like(x), np.empty_like(x)
+    core.elementwise(x, general, 0)
+    core.elementwise(x, short, 4)
+    np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
+
+
+@pytest.mark.parametrize("num_classes", [10, 100, 1000])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_logsumexp_of_rows_holding_plus_inf(isa, num_classes, dtype):
+    # A row whose max is +inf gives +inf (NaN when it also holds a NaN), whatever its large
+    # finite entries; an all -inf row gives -inf.
+    rng = np.random.default_rng(num_classes)
+    x = (rng.standard_normal((70, num_classes)) * 3).astype(dtype)
+    x[:, 0] = 700.0  # entries whose exp overflows, beside the +inf
+    x[0, 1] = np.inf
+    x[1, 1] = np.inf
+    x[1, 2] = np.nan
+    x[2, :] = np.inf
+    x[3, :] = -np.inf
+    x[65, 3] = np.inf  # in the second tile of narrow rows
+    got = sx.logsumexp(x, axis=-1)
+    assert got[0] == np.inf and got[2] == np.inf and got[65] == np.inf
+    assert np.isnan(got[1]) and got[3] == -np.inf
+    expected = _with_numpy_kernels(lambda: sx.logsumexp(x, axis=-1))
+    np.testing.assert_array_equal(got[:4], expected[:4])
+    assert_close(got, expected, dtype, scale=logit_scale(x[np.isfinite(x)]))
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_and_log_special_values(isa, dtype):
     info = np.finfo(dtype)

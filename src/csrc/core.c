@@ -417,8 +417,9 @@ static PyObject *py_elementwise_loss(PyObject *self, PyObject *args)
     return PyBool_FromLong(status > 0);
 }
 
-/* elementwise(x, y, func): func 0 exp, 1 log (float32/float64), 2 float32 -> float16 bits,
- * 3 float16 -> float32; contiguous 1-d arrays. For tests of the element functions. */
+/* elementwise(x, y, func): func 0 exp, 1 log, 4 exp of arguments <= 0 (float32/float64),
+ * 2 float32 -> float16 bits, 3 float16 -> float32; contiguous 1-d arrays. For tests of the
+ * element functions. */
 static PyObject *py_elementwise(PyObject *self, PyObject *args)
 {
     PyObject *x, *y;
@@ -436,8 +437,9 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "x and y must be contiguous and of one length");
         goto error;
     }
-    int exp32 = func <= 1 && kx == K_F32 && ky == K_F32;
-    int exp64 = func <= 1 && kx == K_F64 && ky == K_F64;
+    int math = func == 0 || func == 1 || func == 4;
+    int exp32 = math && kx == K_F32 && ky == K_F32;
+    int exp64 = math && kx == K_F64 && ky == K_F64;
     int store = func == 2 && kx == K_F32 && by->itemsize == 2;
     int load = func == 3 && bx->itemsize == 2 && ky == K_F32;
     if (!(exp32 || exp64 || store || load)) {
@@ -509,7 +511,8 @@ static PyMethodDef methods[] = {
      "elementwise_loss(loss, x, t, w, p, g, loss_out, grad) -> bool: an elementwise loss "
      "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},
     {"elementwise", py_elementwise, METH_VARARGS,
-     "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3)."},
+     "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3), "
+     "exp of arguments <= 0 (4)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> str: the instruction set the kernels run."},
     {"isas", py_isas, METH_NOARGS, "isas() -> tuple: the instruction sets this CPU runs."},
     {"set_isa", py_set_isa, METH_O, "set_isa(name): run the kernels built for `name`."},

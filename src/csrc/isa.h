@@ -11,6 +11,7 @@
 #define LD(v) (v)
 #define ST(v) (v)
 #define EXPT NAME(exp_f32)
+#define EXPN NAME(exp_nonpos_f32)
 #define LOGT NAME(log_f32)
 #define SEL sel_f32
 #include "rows.h"
@@ -19,6 +20,7 @@
 #undef T
 #undef SFX
 #undef EXPT
+#undef EXPN
 #undef LOGT
 #undef SEL
 
@@ -26,6 +28,7 @@
 #define T double
 #define SFX f64
 #define EXPT NAME(exp_f64)
+#define EXPN NAME(exp_nonpos_f64)
 #define LOGT NAME(log_f64)
 #define SEL sel_f64
 #include "rows.h"
@@ -37,6 +40,7 @@
 #undef ST
 #undef SAME
 #undef EXPT
+#undef EXPN
 #undef LOGT
 #undef SEL
 
@@ -49,6 +53,7 @@
 #define LD_ROW(s, t, n) NAME(half_row_to_f32)((s), (t), (n))
 #define ST_ROW(t, s, n) NAME(f32_row_to_half)((t), (s), (n))
 #define EXPT NAME(exp_f32)
+#define EXPN NAME(exp_nonpos_f32)
 #define LOGT NAME(log_f32)
 #define SEL sel_f32
 #include "rows.h"
@@ -62,6 +67,7 @@
 #undef ST_ROW
 #undef SAME
 #undef EXPT
+#undef EXPN
 #undef LOGT
 
 /* float16 <-> float32 over contiguous arrays, for the tests of the conversions. */

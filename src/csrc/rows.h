@@ -1,7 +1,7 @@
 /* The row kernels for one storage dtype S computed in T, included by isa.h per dtype.
  *
- * Expects: S, T, SFX (name suffix), LD(s) -> T, ST(t) -> S, EXPT, LOGT, SEL (c ? a : b
- * for T), SAME (S is T).
+ * Expects: S, T, SFX (name suffix), LD(s) -> T, ST(t) -> S, EXPT, EXPN (exp of x <= 0 or
+ * NaN: every exp(x - max) below), LOGT, SEL (c ? a : b for T), SAME (S is T).
  *
  * Shapes: a block is (R, C) with element strides (rs, cs); per-row arrays are (R,).
  * Each row is computed from that row alone, in a fixed order, so a row's result never
@@ -150,7 +150,17 @@ static inline void K(exp_tail)(const T *xr, ptrdiff_t n, T m, T *v)
         in[j] = j < n ? xr[j] : m;
 #pragma omp simd
     for (int j = 0; j < EXP_BLOCK; j++)
-        v[j] = SEL(j < n, EXPT(in[j] - m), (T)0);
+        v[j] = SEL(j < n, EXPN(in[j] - m), (T)0);
+}
+
+/* NaN when the n entries x[0], x[stride], ... hold a NaN, else 0: the logsumexp of a row
+ * whose max is +inf is that max plus this (exp of the row's other entries is not needed). */
+static inline T K(nan_of)(const T *x, ptrdiff_t stride, ptrdiff_t n)
+{
+    T nan = 0;
+    for (ptrdiff_t j = 0; j < n; j++)
+        nan += x[j * stride] != x[j * stride] ? x[j * stride] : (T)0;
+    return nan;
 }
 
 /* sum_j exp(x_j - m), storing each exp in e when e is not NULL. */
@@ -161,14 +171,14 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
     if (e) {
 #pragma omp simd reduction(+ : s)
         for (ptrdiff_t j = 0; j < B; j++) {
-            T v = EXPT(xr[j] - m);
+            T v = EXPN(xr[j] - m);
             e[j] = v;
             s += v;
         }
     } else {
 #pragma omp simd reduction(+ : s)
         for (ptrdiff_t j = 0; j < B; j++)
-            s += EXPT(xr[j] - m);
+            s += EXPN(xr[j] - m);
     }
     if (B < C) {
         T v[EXP_BLOCK];
@@ -215,8 +225,11 @@ static void K(wide_logsumexp)(const job_t *J, T *xbuf)
     for (ptrdiff_t i = 0; i < J->rows; i++) {
         T m;
         const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
-        /* An infinite max is replaced by 0: all -inf gives -inf, any +inf gives +inf. */
-        if (isinf(m))
+        if (m == (T)INFINITY) { /* +inf, or NaN where the row holds one: no exp needed */
+            result[i] = m + K(nan_of)(xr, 1, C);
+            continue;
+        }
+        if (isinf(m)) /* all -inf gives -inf (NaN with a NaN), as log(0) */
             m = 0;
         result[i] = m + LOGT(K(sum_exp)(xr, C, m, NULL));
     }
@@ -255,7 +268,7 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
 #pragma omp simd reduction(+ : s, dot)
                 for (ptrdiff_t j = 0; j < B; j++) {
                     T d = xr[j] - m;
-                    T v = EXPT(d);
+                    T v = EXPN(d);
                     dot += cw[j] * d;
                     orow[j] = v;
                     s += v;
@@ -264,7 +277,7 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
 #pragma omp simd reduction(+ : s, dot)
                 for (ptrdiff_t j = 0; j < B; j++) {
                     T d = xr[j] - m;
-                    T v = EXPT(d);
+                    T v = EXPN(d);
                     dot += d;
                     orow[j] = v;
                     s += v;
@@ -355,7 +368,7 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 #pragma omp simd reduction(+ : s, sum_q, dot)
         for (ptrdiff_t j = 0; j < B; j++) {
             T d = xr[j] - m;
-            T v = EXPT(d);
+            T v = EXPN(d);
             sum_q += q[j];
             dot += q[j] * d;
             orow[j] = v;
@@ -454,7 +467,7 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
     for (ptrdiff_t c = 0; c < C; c++) {
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
-            T v = EXPT(xt[c * TLS + r] - m[r]);
+            T v = EXPN(xt[c * TLS + r] - m[r]);
             et[c * TLS + r] = v;
             s[r] += v;
         }
@@ -520,13 +533,22 @@ static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
         K(tile_max)(xt, C, m);
-#pragma omp simd
-        for (int r = 0; r < TL; r++)
-            m[r] = isinf(m[r]) ? (T)0 : m[r];
+        int pos_inf = 0;
+        T m0[TL];
+#pragma omp simd reduction(| : pos_inf)
+        for (int r = 0; r < TL; r++) {
+            m0[r] = m[r];
+            pos_inf |= m[r] == (T)INFINITY;
+            m[r] = isinf(m[r]) ? (T)0 : m[r]; /* all -inf: log(0) = -inf, as in wide rows */
+        }
         K(tile_sum_exp)(xt, C, m, s, et);
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = m[r] + LOGT(s[r]);
+        if (pos_inf) /* the exps of a row holding +inf are garbage: +inf, or NaN */
+            for (int r = 0; r < TL; r++)
+                if (m0[r] == (T)INFINITY)
+                    s[r] = m0[r] + K(nan_of)(xt + r, TLS, C);
         memcpy(result + i0, s, (size_t)n * sizeof(T));
     }
 }
@@ -550,7 +572,7 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
             if (offset)
                 q = q + off;
             T d = xc[r] - m[r];
-            T v = EXPT(d);
+            T v = EXPN(d);
             s[r] += v;
             sum_q[r] += q;
             dot[r] += q * d;
@@ -780,10 +802,14 @@ static void K(narrow_ce)(const job_t *J, T *xt)
 #undef TLS
 
 #if SAME
-/* exp (or log) of each entry of a contiguous array, for the accuracy tests. */
-static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int log)
+/* exp (func 0), log (1) or EXPN (4) of each entry of a contiguous array, for the tests. */
+static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int func)
 {
-    if (log) {
+    if (func == 4) { /* EXPN, for arguments <= 0 */
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = EXPN(x[i]);
+    } else if (func == 1) {
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
             y[i] = LOGT(x[i]);

@@ -94,10 +94,9 @@ def test_double_backward_works_where_torch_kernel_runs(torch_kernel_route):
 def test_forward_only_is_torch_values(torch_kernel_route, monkeypatch):
     handed = []
     real = _torch_kernel.torch_cross_entropy
-    monkeypatch.setattr(
-        "softxent.torch._cross_entropy.torch_cross_entropy",
-        lambda *args: handed.append(1) or real(*args),
-    )
+    spy = lambda *args: handed.append(1) or real(*args)  # noqa: E731
+    monkeypatch.setattr("softxent.torch._cross_entropy.torch_cross_entropy", spy)
+    monkeypatch.setattr(_torch_kernel, "torch_cross_entropy", spy)
     x, t, options = make_call((6, 40), weight=True, ignore=True, label_smoothing=0.1)
     with torch.no_grad():
         loss = cross_entropy(x, t, **options)
@@ -266,3 +265,65 @@ def test_every_sample_ignored(torch_kernel_route, rows):
     x, t, _ = make_call((rows, 5))
     t[:] = -100
     assert_torch_values_and_grads(x, t, {})  # a NaN mean, as torch's
+
+
+def plain(x, t, weight=None, **options):
+    return _torch_kernel.plain_small_call(x, t, weight, make_options(**options))
+
+
+def test_plain_small_call_is_torch_kernel(torch_kernel_route):
+    # The commonest call, found without the full checks: torch's values and gradients.
+    x, t, options = make_call((6, 40), weight=True, ignore=True, label_smoothing=0.1)
+    loss = plain(x, t, **options)
+    assert loss is not None
+    assert_same(loss, F.cross_entropy(x, t, **options))
+    assert_torch_values_and_grads(x, t, options)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "3-d logits",
+        "no rows",
+        "target rows differ",
+        "int32 target",
+        "float16",
+        "weight of another dtype",
+        "weight of another length",
+        "weight that requires grad",
+        "zero weight",
+        "z_loss",
+        "ignored row with inf logits",
+        "too many logits",
+    ],
+)
+def test_plain_small_call_leaves_the_rest_to_the_full_checks(torch_kernel_route, case):
+    x, t, options = make_call((4, 5))
+    if case == "3-d logits":
+        x, t = x.detach().reshape(2, 5, 2), t[:2].reshape(2, 1).expand(2, 2)
+    elif case == "no rows":
+        x, t = x[:0], t[:0]
+    elif case == "target rows differ":
+        t = t[:3]
+    elif case == "int32 target":
+        t = t.int()
+    elif case == "float16":
+        x = x.detach().half()
+    elif case.startswith("weight"):
+        options["weight"] = {
+            "weight of another dtype": torch.ones(5, dtype=torch.float64),
+            "weight of another length": torch.ones(6),
+            "weight that requires grad": torch.ones(5, requires_grad=True),
+        }[case]
+    elif case == "zero weight":
+        options["weight"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0])
+    elif case == "z_loss":
+        options["z_loss"] = 1e-3
+    elif case == "ignored row with inf logits":
+        x = x.detach()
+        x[0, 1] = torch.inf
+        x.requires_grad_(True)
+        t[0] = -100
+    elif case == "too many logits":
+        x, t, _ = make_call((4097, 16))
+    assert plain(x, t, **options) is None

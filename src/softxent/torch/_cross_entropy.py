@@ -26,7 +26,11 @@ from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
 from softxent.torch._options import LossOptions, make_options, use_numpy_kernels
 from softxent.torch._reduction import grad_row_scale, mean_denominator, reduce_losses
-from softxent.torch._torch_kernel import runs_torch_kernel, torch_cross_entropy
+from softxent.torch._torch_kernel import (
+    plain_small_call,
+    runs_torch_kernel,
+    torch_cross_entropy,
+)
 from softxent.torch._validation import (
     check_class_weight,
     check_float_tensor,
@@ -164,6 +168,10 @@ def cross_entropy_with_options(
     ``backend``: ``'auto'`` (NumPy kernels for CPU tensors they support, else torch),
     ``'numpy'`` (raise if unsupported) or ``'torch'`` (the generic path, any device).
     """
+    if backend == "auto":
+        loss = plain_small_call(input, target, weight, options)
+        if loss is not None:
+            return loss
     input = check_float_tensor(input, "input")
     class_dim = 0 if input.ndim == 1 else 1
     num_classes = input.shape[class_dim]
