@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
-from softxent import _elementwise_kernels, _kernels, _native
+from softxent import _elementwise_kernels, _kernels, _native, _reduction, _validation
 
 from conftest import assert_close, logit_scale, random_probs, rtol_for
 
@@ -116,7 +116,6 @@ def test_log_is_within_one_ulp(isa, dtype):
     assert float(ulps.max()) <= 1.0, x[np.argmax(ulps)]
 
 
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
     # The row kernels take exp(x - max), whose argument is never positive, from a shorter
@@ -157,6 +156,7 @@ def test_logsumexp_of_rows_holding_plus_inf(isa, num_classes, dtype):
     expected = _with_numpy_kernels(lambda: sx.logsumexp(x, axis=-1))
     np.testing.assert_array_equal(got[:4], expected[:4])
     assert_close(got, expected, dtype, scale=logit_scale(x[np.isfinite(x)]))
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_and_log_special_values(isa, dtype):
@@ -732,3 +732,64 @@ def test_convert_block_is_numpy_cast_bit_for_bit():
     np.testing.assert_array_equal(narrow.view(np.uint16), want.view(np.uint16))
     assert not _native.convert_block(singles, np.empty(singles.shape, np.float64))
     assert not _native.convert_block(singles[::2], narrow[::2])
+
+
+# ------------------------------------------------------- class-index targets, prepared natively
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 300),
+    num_classes=st.integers(1, 20),
+    ignore=st.sampled_from(["-100", "0", "last", "past"]),
+    ignored_share=st.sampled_from([0.0, 0.3, 1.0]),
+    weight_dtype=st.sampled_from([None, np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_class_targets_match_the_numpy_preparation(
+    rows, num_classes, ignore, ignored_share, weight_dtype, seed
+):
+    rng = np.random.default_rng(seed)
+    ignore_index = {"-100": -100, "0": 0, "last": num_classes - 1, "past": num_classes}[ignore]
+    y = rng.integers(0, num_classes, rows)
+    y[rng.random(rows) < ignored_share] = ignore_index
+    weight = None if weight_dtype is None else rng.uniform(-1, 2, num_classes).astype(weight_dtype)
+    first_bad, got_y, got_valid, got_wy = _native.class_targets(
+        y, num_classes, ignore_index, weight
+    )
+    assert first_bad == -1
+    want_y, want_valid = _validation.as_class_indices(y, num_classes, ignore_index)
+    want_wy, _ = _reduction.target_weights(want_y, want_valid, weight, np.dtype(np.float64))
+    np.testing.assert_array_equal(got_y, want_y)
+    if want_valid is None:
+        assert got_valid is None
+    else:
+        np.testing.assert_array_equal(got_valid, want_valid)
+    if weight is None:
+        assert got_wy is None
+    else:
+        assert got_wy.dtype == weight.dtype
+        np.testing.assert_array_equal(got_wy, want_wy.astype(weight.dtype))
+
+
+@pytest.mark.parametrize("bad", [-1, 5, 2**62, -(2**63)])
+@pytest.mark.parametrize("position", [0, 37, 99])
+def test_class_targets_find_the_first_index_out_of_range(bad, position):
+    y = np.arange(100) % 5
+    y[::7] = -100
+    y[position] = bad
+    y[position + 1 :: 11] = 9  # later bad entries: the first one is reported
+    first_bad, *_ = _native.class_targets(y, 5, -100, np.ones(5, np.float32))
+    assert first_bad == position
+    x = np.zeros((100, 5), np.float32)
+    with pytest.raises(
+        ValueError, match=rf"target\[{position}\] = {bad} is out of range"
+    ) as native:
+        sx.cross_entropy(x, y)
+
+    def numpy_message() -> str:
+        with pytest.raises(ValueError) as error:
+            sx.cross_entropy(x, y)
+        return str(error.value)
+
+    assert str(native.value) == _with_numpy_kernels(numpy_message)

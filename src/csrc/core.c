@@ -326,6 +326,92 @@ static PyObject *py_ce_prob(PyObject *self, PyObject *args)
     return finish(&h, status, &J, kind);
 }
 
+/* class_targets(y, num_classes, ignore_index, class_weight, y_out, valid_out, wy_out)
+ * -> (first_bad, ignored): one pass over contiguous int64 class indices y (n,). first_bad
+ * is the position of the first entry neither in [0, num_classes) nor ignore_index (-1:
+ * none), ignored how many entries before it equal ignore_index. Each output may be None
+ * (not written): y_out (int64) gets y with ignored entries as 0, valid_out (bool) whether
+ * an entry is not ignored, wy_out (class_weight's dtype, float32 or float64, which is then
+ * given) class_weight[y], 0 where ignored. Outputs are complete only when first_bad is -1. */
+#define CLASS_TARGETS_LOOP(W)                                                               \
+    for (i = 0; i < n; i++) {                                                               \
+        const int64_t v = y[i];                                                             \
+        const int ignore = v == ignore_index;                                               \
+        if (!ignore && (uint64_t)v >= (uint64_t)C)                                          \
+            break;                                                                          \
+        ignored += ignore;                                                                  \
+        if (y_out)                                                                          \
+            y_out[i] = ignore ? 0 : v;                                                      \
+        if (valid_out)                                                                      \
+            valid_out[i] = (unsigned char)!ignore;                                          \
+        if (W)                                                                              \
+            W[i] = ignore ? 0 : W##_cw[v];                                                  \
+    }
+
+static PyObject *py_class_targets(PyObject *self, PyObject *args)
+{
+    PyObject *yo, *cwo, *yout_o, *valid_o, *wy_o;
+    Py_ssize_t C;
+    long long ignore_index;
+    if (!PyArg_ParseTuple(args, "OnLOOOO", &yo, &C, &ignore_index, &cwo, &yout_o, &valid_o,
+                          &wy_o))
+        return NULL;
+    held_t h = {.count = 0};
+    Py_buffer *by = hold(&h, yo, 1, 0, "y");
+    if (!by)
+        goto error;
+    const Py_ssize_t n = by->shape[0];
+    if (kind_of(by) != K_I64 || (n > 1 && by->strides[0] != by->itemsize)) {
+        PyErr_SetString(PyExc_ValueError, "y must be a contiguous int64 array");
+        goto error;
+    }
+    const int64_t *y = (const int64_t *)by->buf;
+    int64_t *y_out = NULL;
+    unsigned char *valid_out = NULL;
+    const void *cw = NULL;
+    void *wy = NULL;
+    int wk = K_F32;
+    if (cwo != Py_None) {
+        Py_buffer *bw = hold(&h, cwo, 1, 0, "class_weight");
+        if (!bw)
+            goto error;
+        wk = kind_of(bw);
+        if ((wk != K_F32 && wk != K_F64) || bw->shape[0] != C ||
+            (C > 1 && bw->strides[0] != bw->itemsize)) {
+            PyErr_SetString(PyExc_ValueError, "class_weight must be a contiguous float32 or "
+                                              "float64 array of num_classes entries");
+            goto error;
+        }
+        cw = bw->buf;
+    }
+    if (!(vector(&h, yout_o, n, K_I64, "y_out", (const void **)&y_out, 1) &&
+          vector(&h, valid_o, n, K_BOOL, "valid_out", (const void **)&valid_out, 1) &&
+          vector(&h, wy_o, n, wk, "wy_out", (const void **)&wy, 1)))
+        goto error;
+    if (wy && !cw) {
+        PyErr_SetString(PyExc_ValueError, "wy_out needs class_weight");
+        goto error;
+    }
+    Py_ssize_t i = 0, ignored = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (wk == K_F64) {
+        double *w64 = (double *)wy;
+        const double *w64_cw = (const double *)cw;
+        CLASS_TARGETS_LOOP(w64)
+    } else {
+        float *w32 = (float *)wy;
+        const float *w32_cw = (const float *)cw;
+        CLASS_TARGETS_LOOP(w32)
+    }
+    Py_END_ALLOW_THREADS
+    release(&h);
+    return Py_BuildValue("nn", i < n ? i : (Py_ssize_t)-1, ignored);
+error:
+    release(&h);
+    return NULL;
+}
+#undef CLASS_TARGETS_LOOP
+
 /* One operand of an elementwise loss block: None (absent) or an (R, C) array of the
  * compute kind k with a column stride of 1. 1 fine, 0 not taken, -1 error. */
 static int ew_operand(held_t *h, PyObject *obj, const ew_job_t *J, int k, int writable,
@@ -507,6 +593,9 @@ static PyMethodDef methods[] = {
      "ce_index(x, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad) -> bool"},
     {"ce_prob", py_ce_prob, METH_VARARGS,
      "ce_prob(x, t, g, scale, offset, loss, grad) -> bool"},
+    {"class_targets", py_class_targets, METH_VARARGS,
+     "class_targets(y, num_classes, ignore_index, class_weight, y_out, valid_out, wy_out) -> "
+     "(first_bad, ignored): checks and fills a cross-entropy's class-index targets."},
     {"elementwise_loss", py_elementwise_loss, METH_VARARGS,
      "elementwise_loss(loss, x, t, w, p, g, loss_out, grad) -> bool: an elementwise loss "
      "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},

@@ -38,6 +38,16 @@ def elementwise_loss(
     grad: np.ndarray | None,
     /,
 ) -> bool: ...
+def class_targets(
+    y: np.ndarray,
+    num_classes: int,
+    ignore_index: int,
+    class_weight: np.ndarray | None,
+    y_out: np.ndarray | None,
+    valid_out: np.ndarray | None,
+    wy_out: np.ndarray | None,
+    /,
+) -> tuple[int, int]: ...
 def elementwise(x: np.ndarray, y: np.ndarray, func: int, /) -> None: ...
 def isa() -> str: ...
 def isas() -> tuple[str, ...]: ...

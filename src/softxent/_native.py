@@ -83,6 +83,33 @@ def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
     return 0.0 if g is None else float(g)
 
 
+def class_targets(
+    flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
+) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """Contiguous int64 class indices ``flat`` checked and prepared for the kernels in one
+    native pass (two when entries are ignored or classes weighted); None without the core.
+
+    Returns ``(first_bad, y, valid, wy)``: ``first_bad`` the position of the first entry
+    neither in ``[0, num_classes)`` nor ``ignore_index`` (-1: none; otherwise the rest is
+    meaningless); ``y`` the indices with ignored entries as 0 (``flat`` itself when none
+    is ignored); ``valid`` which entries are not ignored (None: all); ``wy`` each entry's
+    ``class_weight``, 0 where ignored (None without class weights).
+    """
+    if core is None:
+        return None
+    first_bad, ignored = core.class_targets(
+        flat, num_classes, ignore_index, None, None, None, None
+    )
+    if first_bad >= 0 or (ignored == 0 and class_weight is None):
+        return first_bad, flat, None, None
+    y = flat if ignored == 0 else np.empty_like(flat)
+    valid = None if ignored == 0 else np.empty(flat.shape, np.bool_)
+    wy = None if class_weight is None else np.empty(flat.shape, class_weight.dtype)
+    y_out = None if y is flat else y
+    core.class_targets(flat, num_classes, ignore_index, class_weight, y_out, valid, wy)
+    return -1, y, valid, wy
+
+
 def softmax_block(xb: np.ndarray, ob: np.ndarray, *, log: bool) -> bool:
     """``ob = softmax(xb)`` (``log_softmax`` if ``log``) row by row; False if not done."""
     return core is not None and core.softmax(xb, ob, log)
