@@ -154,6 +154,8 @@ def torch_cross_entropy(
 def _all_finite(input: torch.Tensor) -> bool:
     # Any NaN or infinity makes the sum non-finite (a sum that overflows only sends a
     # finite input to softxent's path, which is right too).
+    if input.numel() <= _LIST_CHECK:
+        return math.isfinite(sum(input.detach().reshape(-1).tolist()))
     return bool(np.isfinite(input.detach().numpy().sum()))
 
 
