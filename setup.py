@@ -23,6 +23,7 @@ HEADERS = [
     "src/csrc/job.h",
     "src/csrc/mathfuncs.h",
     "src/csrc/rows.h",
+    "src/csrc/targets.h",
 ]
 
 

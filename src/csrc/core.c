@@ -58,13 +58,17 @@ typedef struct {
     void (*exp_f64)(const double *, double *, ptrdiff_t, int);
     void (*half)(const void *, void *, ptrdiff_t, int);
     void (*loss_block[2])(const ew_job_t *); /* elementwise losses: float32, float64 */
+    ptrdiff_t (*count_targets)(const int64_t *, ptrdiff_t, int64_t, int64_t, ptrdiff_t *);
+    void (*fill_targets)(const int64_t *, ptrdiff_t, int64_t, int64_t *, unsigned char *,
+                         const void *, void *, int);
 } isa_t;
 
 #define ISA_ENTRY(label, i)                                                                  \
     {                                                                                        \
         label, {NAME_2(run_f16, i), NAME_2(run_f32, i), NAME_2(run_f64, i)},                 \
             NAME_2(elementwise_f32, i), NAME_2(elementwise_f64, i), NAME_2(half_array, i),        \
-            {NAME_2(loss_block_f32, i), NAME_2(loss_block_f64, i)}                           \
+            {NAME_2(loss_block_f32, i), NAME_2(loss_block_f64, i)},                          \
+            NAME_2(count_targets, i), NAME_2(fill_targets, i)                                \
     }
 
 static const isa_t isas[] = {
@@ -327,26 +331,13 @@ static PyObject *py_ce_prob(PyObject *self, PyObject *args)
 }
 
 /* class_targets(y, num_classes, ignore_index, class_weight, y_out, valid_out, wy_out)
- * -> (first_bad, ignored): one pass over contiguous int64 class indices y (n,). first_bad
- * is the position of the first entry neither in [0, num_classes) nor ignore_index (-1:
- * none), ignored how many entries before it equal ignore_index. Each output may be None
- * (not written): y_out (int64) gets y with ignored entries as 0, valid_out (bool) whether
- * an entry is not ignored, wy_out (class_weight's dtype, float32 or float64, which is then
- * given) class_weight[y], 0 where ignored. Outputs are complete only when first_bad is -1. */
-#define CLASS_TARGETS_LOOP(W)                                                               \
-    for (i = 0; i < n; i++) {                                                               \
-        const int64_t v = y[i];                                                             \
-        const int ignore = v == ignore_index;                                               \
-        if (!ignore && (uint64_t)v >= (uint64_t)C)                                          \
-            break;                                                                          \
-        ignored += ignore;                                                                  \
-        if (y_out)                                                                          \
-            y_out[i] = ignore ? 0 : v;                                                      \
-        if (valid_out)                                                                      \
-            valid_out[i] = (unsigned char)!ignore;                                          \
-        if (W)                                                                              \
-            W[i] = ignore ? 0 : W##_cw[v];                                                  \
-    }
+ * -> (first_bad, ignored): contiguous int64 class indices y (n,). first_bad is the position
+ * of the first entry neither in [0, num_classes) nor ignore_index (-1: none), ignored how
+ * many entries equal ignore_index. Each output may be None (not written): y_out (int64)
+ * gets y with ignored entries as 0, valid_out (bool) whether an entry is not ignored,
+ * wy_out (class_weight's dtype, float32 or float64, which is then given) class_weight[y],
+ * 0 where ignored. The outputs are written only when no entry is out of range. */
+
 
 static PyObject *py_class_targets(PyObject *self, PyObject *args)
 {
@@ -392,25 +383,19 @@ static PyObject *py_class_targets(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "wy_out needs class_weight");
         goto error;
     }
-    Py_ssize_t i = 0, ignored = 0;
+    Py_ssize_t first_bad, ignored;
     Py_BEGIN_ALLOW_THREADS
-    if (wk == K_F64) {
-        double *w64 = (double *)wy;
-        const double *w64_cw = (const double *)cw;
-        CLASS_TARGETS_LOOP(w64)
-    } else {
-        float *w32 = (float *)wy;
-        const float *w32_cw = (const float *)cw;
-        CLASS_TARGETS_LOOP(w32)
-    }
+    ignored = current->count_targets(y, n, (int64_t)C, (int64_t)ignore_index, &first_bad);
+    if (first_bad < 0)
+        current->fill_targets(y, n, (int64_t)ignore_index, y_out, valid_out, cw, wy,
+                              wk == K_F64);
     Py_END_ALLOW_THREADS
     release(&h);
-    return Py_BuildValue("nn", i < n ? i : (Py_ssize_t)-1, ignored);
+    return Py_BuildValue("nn", first_bad, ignored);
 error:
     release(&h);
     return NULL;
 }
-#undef CLASS_TARGETS_LOOP
 
 /* One operand of an elementwise loss block: None (absent) or an (R, C) array of the
  * compute kind k with a column stride of 1. 1 fine, 0 not taken, -1 error. */

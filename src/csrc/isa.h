@@ -3,6 +3,7 @@
  * defines NAME(f), which appends the instruction set's suffix. */
 
 #include "mathfuncs.h"
+#include "targets.h"
 
 #define SAME 1
 #define S float
