@@ -29,13 +29,12 @@
 #define MADD_F64(a, b, c) ((a) * (b) + (c))
 #endif
 
-static ALWAYS_INLINE float NAME(exp_f32)(float x)
+/* e^r for x = k ln2 + r, |r| <= ln2/2, with k in *k (two's complement bits); x clamped. */
+static ALWAYS_INLINE float NAME(exp_reduced_f32)(float x, uint32_t *k)
 {
-    x = sel_f32(x < -104.0f, -104.0f, x); /* exp(-104) rounds to 0 in float */
-    x = sel_f32(x > 90.0f, 90.0f, x);     /* exp(90) overflows to inf */
     const float shifter = 0x1.8p23f;
     float t = MADD_F32(x, 1.44269504088896341f, shifter);
-    uint32_t k = f32_bits(t) - f32_bits(shifter); /* round(x / ln2) in two's complement */
+    *k = f32_bits(t) - f32_bits(shifter); /* round(x / ln2) in two's complement */
     float kf = t - shifter;
     float r = MADD_F32(-kf, 0.693359375f, x); /* 0.693359375 has 9 bits: exact product */
     r = MADD_F32(-kf, -2.12194440e-4f, r);
@@ -46,7 +45,15 @@ static ALWAYS_INLINE float NAME(exp_f32)(float x)
     p = MADD_F32(p, r, 4.1665795894e-2f);
     p = MADD_F32(p, r, 1.6666665459e-1f);
     p = MADD_F32(p, r, 5.0000001201e-1f);
-    float y = MADD_F32(p, r2, r) + 1.0f;
+    return MADD_F32(p, r2, r) + 1.0f;
+}
+
+static ALWAYS_INLINE float NAME(exp_f32)(float x)
+{
+    x = sel_f32(x < -104.0f, -104.0f, x); /* exp(-104) rounds to 0 in float */
+    x = sel_f32(x > 90.0f, 90.0f, x);     /* exp(90) overflows to inf */
+    uint32_t k;
+    float y = NAME(exp_reduced_f32)(x, &k);
     int32_t ki = (int32_t)k;
     int32_t k1 = ki / 2, k2 = ki - k1; /* each in float's normal exponent range */
     float s1 = f32_from_bits((uint32_t)(k1 + 127) << 23);
@@ -54,10 +61,9 @@ static ALWAYS_INLINE float NAME(exp_f32)(float x)
     return (y * s1) * s2;
 }
 
-static ALWAYS_INLINE double NAME(exp_f64)(double x)
+/* e^r for x = kd ln2 + r (the rational form of FreeBSD's e_exp.c), kd in *kd; x clamped. */
+static ALWAYS_INLINE double NAME(exp_reduced_f64)(double x, double *kd_out)
 {
-    x = sel_f64(x < -746.0, -746.0, x); /* exp(-746) rounds to 0 */
-    x = sel_f64(x > 710.0, 710.0, x);   /* exp(710) overflows to inf */
     const double shifter = 0x1.8p52;
     double t = MADD_F64(x, 1.44269504088896338700e+00, shifter);
     double kd = t - shifter; /* round(x / ln2) */
@@ -70,10 +76,20 @@ static ALWAYS_INLINE double NAME(exp_f64)(double x)
     q = MADD_F64(r2, q, -2.77777777770155933842e-03);
     q = MADD_F64(r2, q, 1.66666666666666019037e-01);
     double c = MADD_F64(-r2, q, r);
-    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    *kd_out = kd;
+    return 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+}
+
+static ALWAYS_INLINE double NAME(exp_f64)(double x)
+{
+    x = sel_f64(x < -746.0, -746.0, x); /* exp(-746) rounds to 0 */
+    x = sel_f64(x > 710.0, 710.0, x);   /* exp(710) overflows to inf */
+    double kd;
+    double y = NAME(exp_reduced_f64)(x, &kd);
     /* 2^k as 2^k1 * 2^k2, k1 + k2 = k, each power built from the low bits of k + 1023 +
      * 1.5*2^52 (only 64-bit adds and left shifts: SSE2 and AVX2 have no int64 <-> double
      * conversions or arithmetic right shifts). */
+    const double shifter = 0x1.8p52;
     double k1 = (kd * 0.5 + shifter) - shifter, k2 = kd - k1;
     double s1 = f64_from_bits(f64_bits(k1 + (shifter + 1023.0)) << 52);
     double s2 = f64_from_bits(f64_bits(k2 + (shifter + 1023.0)) << 52);
@@ -88,20 +104,8 @@ static ALWAYS_INLINE double NAME(exp_f64)(double x)
 static ALWAYS_INLINE float NAME(exp_nonpos_f32)(float x)
 {
     x = sel_f32(x < -104.0f, -104.0f, x);
-    const float shifter = 0x1.8p23f;
-    float t = MADD_F32(x, 1.44269504088896341f, shifter);
-    uint32_t k = f32_bits(t) - f32_bits(shifter);
-    float kf = t - shifter;
-    float r = MADD_F32(-kf, 0.693359375f, x);
-    r = MADD_F32(-kf, -2.12194440e-4f, r);
-    float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = MADD_F32(p, r, 1.3981999507e-3f);
-    p = MADD_F32(p, r, 8.3334519073e-3f);
-    p = MADD_F32(p, r, 4.1665795894e-2f);
-    p = MADD_F32(p, r, 1.6666665459e-1f);
-    p = MADD_F32(p, r, 5.0000001201e-1f);
-    float y = MADD_F32(p, r2, r) + 1.0f;
+    uint32_t k;
+    float y = NAME(exp_reduced_f32)(x, &k);
     float s = f32_from_bits((k + (127u + 24u)) << 23);
     return (y * s) * 0x1p-24f;
 }
@@ -109,20 +113,9 @@ static ALWAYS_INLINE float NAME(exp_nonpos_f32)(float x)
 static ALWAYS_INLINE double NAME(exp_nonpos_f64)(double x)
 {
     x = sel_f64(x < -746.0, -746.0, x);
-    const double shifter = 0x1.8p52;
-    double t = MADD_F64(x, 1.44269504088896338700e+00, shifter);
-    double kd = t - shifter;
-    double hi = MADD_F64(-kd, 6.93147180369123816490e-01, x);
-    double lo = kd * 1.90821492927058770002e-10;
-    double r = hi - lo;
-    double r2 = r * r;
-    double q = MADD_F64(r2, 4.13813679705723846039e-08, -1.65339022054652515390e-06);
-    q = MADD_F64(r2, q, 6.61375632143793436117e-05);
-    q = MADD_F64(r2, q, -2.77777777770155933842e-03);
-    q = MADD_F64(r2, q, 1.66666666666666019037e-01);
-    double c = MADD_F64(-r2, q, r);
-    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-    double s = f64_from_bits(f64_bits(kd + (shifter + (1023.0 + 54.0))) << 52);
+    double kd;
+    double y = NAME(exp_reduced_f64)(x, &kd);
+    double s = f64_from_bits(f64_bits(kd + (0x1.8p52 + (1023.0 + 54.0))) << 52);
     return (y * s) * 0x1p-54;
 }
 
