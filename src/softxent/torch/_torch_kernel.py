@@ -66,40 +66,22 @@ def plain_small_call(
     if not (
         isinstance(input, torch.Tensor)
         and isinstance(target, torch.Tensor)
-        and input.dtype in _DTYPES
-        and target.dtype == torch.int64
         and input.ndim == 2
         and target.ndim == 1
         and input.is_cpu
         and target.is_cpu
-        and options.numpy_compatible
-        and not options.inplace_backward
-    ):
-        return None
-    rows, num_classes = input.shape
-    logits = rows * num_classes
-    if (
-        rows == 0
-        or target.shape[0] != rows
-        or logits > (MAX_LOGITS if num_classes >= NARROW_CLASSES else MAX_NARROW_LOGITS)
+        and 0 < input.shape[0] == target.shape[0]
     ):
         return None
     if weight is not None and not (
         isinstance(weight, torch.Tensor)
-        and weight.dtype == input.dtype
-        and weight.ndim == 1
-        and weight.shape[0] == num_classes
+        and weight.shape == (input.shape[1],)
         and weight.is_cpu
         and not weight.requires_grad
-        and _positive_finite(weight)
     ):
         return None
     need_grad = input.requires_grad and torch.is_grad_enabled()
-    if (
-        _ignores_any(target, num_classes, options.ignore_index)
-        and need_grad
-        and not _all_finite(input)
-    ):
+    if not _torch_defines(input, target, weight, options, input.shape[1], False, need_grad):
         return None
     return torch_cross_entropy(input, target, weight, options)
 
@@ -119,9 +101,22 @@ def runs_torch_kernel(
     would. Reads values only of inputs small enough for torch's kernel.
     """
     num_classes = input.shape[0 if input.ndim == 1 else 1]
-    logits = input.numel()
+    return _torch_defines(input, target, weight, options, num_classes, prob, need_grad)
+
+
+def _torch_defines(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: LossOptions,
+    num_classes: int,
+    prob: bool,
+    need_grad: bool,
+) -> bool:
+    """The rules of both routes: the size, the dtypes, the options, the class weights and the
+    ignored samples (their values read only when the size allows)."""
     if (
-        logits > (MAX_LOGITS if num_classes >= NARROW_CLASSES else MAX_NARROW_LOGITS)
+        input.numel() > (MAX_LOGITS if num_classes >= NARROW_CLASSES else MAX_NARROW_LOGITS)
         or input.dtype not in _DTYPES
         or options.inplace_backward
         or not options.numpy_compatible
