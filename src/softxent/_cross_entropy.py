@@ -143,11 +143,7 @@ def _class_index_targets(
         raise class_index_error(
             "target", position, int(flat[first_bad]), num_classes, ignore_index
         )
-    if wy is not None:
-        return y, valid, wy, float(np.sum(wy, dtype=np.float64))
-    if valid is not None:
-        return y, valid, valid.astype(ct), float(np.count_nonzero(valid))
-    return y, None, None, float(y.size)
+    return (y, valid, *target_weights(y, valid, class_weight, ct, gathered=wy))
 
 
 class CrossEntropyCall(NamedTuple):

@@ -81,16 +81,21 @@ def mean_scale(reduction: Reduction, denominator: float) -> float:
 
 
 def target_weights(
-    y: np.ndarray, valid: np.ndarray | None, class_weight: np.ndarray | None, dtype: np.dtype
+    y: np.ndarray,
+    valid: np.ndarray | None,
+    class_weight: np.ndarray | None,
+    dtype: np.dtype,
+    gathered: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, float]:
     """Each sample's target weight (0 if ignored; None: all ones) and the "mean" denominator.
 
     The denominator of class-index targets: ``sum_n valid_n w[y_n]`` (the count of valid
-    samples when unweighted).
+    samples when unweighted). ``gathered``: those weights already computed (the native
+    preparation of the targets), used as they are.
     """
     if class_weight is not None:
-        wy = class_weight[y]  # (rows,)
-        if valid is not None:
+        wy = class_weight[y] if gathered is None else gathered  # (rows,)
+        if valid is not None and gathered is None:
             wy[~valid] = 0
         return wy, float(np.sum(wy, dtype=np.float64))
     if valid is not None:
