@@ -386,7 +386,7 @@ static PyObject *py_class_targets(PyObject *self, PyObject *args)
     Py_ssize_t first_bad, ignored;
     Py_BEGIN_ALLOW_THREADS
     ignored = current->count_targets(y, n, (int64_t)C, (int64_t)ignore_index, &first_bad);
-    if (first_bad < 0)
+    if (first_bad < 0 && (y_out || valid_out || wy))
         current->fill_targets(y, n, (int64_t)ignore_index, y_out, valid_out, cw, wy,
                               wk == K_F64);
     Py_END_ALLOW_THREADS

@@ -584,50 +584,6 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
     }
 }
 
-/* sum_c q_c and sum_c q_c (x_c - m) of one contiguous row, q = t * scale + offset. */
-static ALWAYS_INLINE void K(prob_row)(const T *xr, const T *tr, ptrdiff_t C, T m,
-                                      const T *sc, const T *of, int scaled, int offset,
-                                      T *sum_q, T *dot)
-{
-    T sq = 0, dt = 0;
-#pragma omp simd reduction(+ : sq, dt)
-    for (ptrdiff_t c = 0; c < C; c++) {
-        T q = tr[c];
-        if (scaled)
-            q = q * sc[c];
-        if (offset)
-            q = q + of[c];
-        sq += q;
-        dt += q * (xr[c] - m);
-    }
-    *sum_q = sq;
-    *dot = dt;
-}
-
-/* sum_q and dot of rows i0 .. i0 + n - 1 row by row, for rows of more than
- * NARROW_MAX_CLASSES classes (which never take a gradient here): at 100 classes this
- * measured 25-30% faster than a transposed t tile (whose strided gathers reach past L1 and
- * defeat the prefetcher); at 32 classes neither won. buf holds 2 C entries. */
-static void K(prob_rows)(const job_t *J, ptrdiff_t i0, ptrdiff_t n, const T *m, T *sum_q,
-                         T *dot, T *buf)
-{
-    const ptrdiff_t C = J->classes;
-    const T *sc = (const T *)J->scale, *of = (const T *)J->offset;
-    const S *X = (const S *)J->x + i0 * J->x_rs, *TT = (const S *)J->t + i0 * J->t_rs;
-    for (ptrdiff_t r = 0; r < n; r++) {
-        const T *xr = K(load)(X + r * J->x_rs, J->x_cs, C, buf);
-        const T *tr = K(load)(TT + r * J->t_rs, J->t_cs, C, buf + C);
-        if (sc && of)
-            K(prob_row)(xr, tr, C, m[r], sc, of, 1, 1, sum_q + r, dot + r);
-        else if (sc)
-            K(prob_row)(xr, tr, C, m[r], sc, NULL, 1, 0, sum_q + r, dot + r);
-        else if (of)
-            K(prob_row)(xr, tr, C, m[r], NULL, of, 0, 1, sum_q + r, dot + r);
-        else
-            K(prob_row)(xr, tr, C, m[r], NULL, NULL, 0, 0, sum_q + r, dot + r);
-    }
-}
-
 /* The probability-target loss of narrow rows, and its gradient when J->out is set:
  * loss = (sum q) log s - sum_c q_c (x_c - m); grad = g (p sum q - q). */
 static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
@@ -648,27 +604,22 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = sum_q[r] = dot[r] = 0;
-        if (C > NARROW_MAX_CLASSES) { /* the forward alone (see prob_rows) */
-            K(tile_sum_exp)(xt, C, m, s, xt);
-            K(prob_rows)(J, i0, n, m, sum_q, dot, qt);
-        } else {
-            K(gather)(t, t_rs, t_cs, n, C, qt);
-            /* A loop per case: a select inside the loop measured several times slower. */
-            const int mode = (O != NULL) * 4 + (sc != NULL) * 2 + (of != NULL);
+        K(gather)(t, t_rs, t_cs, n, C, qt);
+        /* A loop per case: a select inside the loop measured several times slower. */
+        const int mode = (O != NULL) * 4 + (sc != NULL) * 2 + (of != NULL);
 #define PROB_PASS(k, a, b)                                                                  \
     K(prob_pass)(C, xt, qt, m, s, sum_q, dot, (a) ? sc : NULL, (b) ? of : NULL, k, a, b)
-            switch (mode) {
-            case 0: PROB_PASS(0, 0, 0); break;
-            case 1: PROB_PASS(0, 0, 1); break;
-            case 2: PROB_PASS(0, 1, 0); break;
-            case 3: PROB_PASS(0, 1, 1); break;
-            case 4: PROB_PASS(1, 0, 0); break;
-            case 5: PROB_PASS(1, 0, 1); break;
-            case 6: PROB_PASS(1, 1, 0); break;
-            default: PROB_PASS(1, 1, 1); break;
-            }
-#undef PROB_PASS
+        switch (mode) {
+        case 0: PROB_PASS(0, 0, 0); break;
+        case 1: PROB_PASS(0, 0, 1); break;
+        case 2: PROB_PASS(0, 1, 0); break;
+        case 3: PROB_PASS(0, 1, 1); break;
+        case 4: PROB_PASS(1, 0, 0); break;
+        case 5: PROB_PASS(1, 0, 1); break;
+        case 6: PROB_PASS(1, 1, 0); break;
+        default: PROB_PASS(1, 1, 1); break;
         }
+#undef PROB_PASS
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             lt[r] = sum_q[r] * LOGT(s[r]) - dot[r];
@@ -699,7 +650,7 @@ static void K(narrow_ce)(const job_t *J, T *xt)
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], k[TL], hit[TL], spread[TL];
-    int32_t y[TL]; /* C <= NARROW_REDUCE_MAX_CLASSES: fits, and compares in lanes */
+    int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in lanes */
     const int64_t *Y = J->y; /* the job's fields in locals: stores to the tile could alias */
     const T g_scalar = (T)J->g_scalar;
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
@@ -826,10 +777,10 @@ static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int func)
 static int K(run)(const job_t *J)
 {
     const ptrdiff_t C = J->classes;
-    const int writes_rows = J->op == OP_SOFTMAX || J->op == OP_LOG_SOFTMAX || J->out;
-    const int narrow = C <= (writes_rows            ? NARROW_MAX_CLASSES
-                             : J->op == OP_CE_PROB ? NARROW_PROB_MAX_CLASSES
-                                                   : NARROW_REDUCE_MAX_CLASSES);
+    /* The losses take one regime for a class count, gradient or not: the loss of
+     * cross_entropy_with_grad is cross_entropy's, bit for bit. */
+    const int narrow =
+        C <= (J->op == OP_LOGSUMEXP ? NARROW_LOGSUMEXP_MAX_CLASSES : NARROW_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
     size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;

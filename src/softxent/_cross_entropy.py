@@ -132,7 +132,7 @@ def _class_index_targets(
     core, ``as_class_indices`` and ``target_weights``."""
     flat = t.reshape(-1)
     done = None
-    if flat.dtype == np.int64 and flat.size and flat.flags.c_contiguous:
+    if flat.dtype == np.int64 and flat.size and flat.flags.c_contiguous and flat.flags.aligned:
         done = _native.class_targets(flat, num_classes, ignore_index, class_weight)
     if done is None:
         y, valid = as_class_indices(t, num_classes, ignore_index)

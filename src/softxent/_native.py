@@ -86,8 +86,9 @@ def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
 def class_targets(
     flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
 ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
-    """Contiguous int64 class indices ``flat`` checked and prepared for the kernels in one
-    native pass (two when entries are ignored or classes weighted); None without the core.
+    """Contiguous int64 class indices ``flat`` checked and prepared for the kernels: one
+    native pass that checks, and with ignored entries or class weights a second call that
+    checks again and fills the outputs in one more pass; None without the core.
 
     Returns ``(first_bad, y, valid, wy)``: ``first_bad`` the position of the first entry
     neither in ``[0, num_classes)`` nor ``ignore_index`` (-1: none; otherwise the rest is

@@ -31,6 +31,7 @@ from softxent._bench.suites import (
     softxent_call,
 )
 from softxent._bench.timing import (
+    SLOW_CALL_SECONDS,
     Timing,
     is_noisy,
     peak_extra_bytes,
@@ -136,9 +137,30 @@ def blas_info(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def _blas_owner(info: Mapping[str, object]) -> str:
-    """The package that ships a BLAS library: ``.../numpy.libs/libopenblas.so`` -> numpy."""
+    """Who loaded a BLAS library: ``"numpy"`` when it is NumPy's own (threadpoolctl names
+    the library NumPy's extension modules link to), else the folder that ships it
+    (``.../scipy.libs/libopenblas.so`` -> scipy)."""
+    if info.get("user_api") == "blas" and _is_numpys(str(info.get("filepath", ""))):
+        return "numpy"
     folder = os.path.basename(os.path.dirname(str(info.get("filepath", ""))))
     return folder.removesuffix(".libs") or "?"
+
+
+def _is_numpys(path: str) -> bool:
+    """Whether ``path`` lies in NumPy's installation (its package or its wheel's
+    ``numpy.libs``), or is the BLAS NumPy's ``show_config`` names (conda, distributions)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder in (os.path.join(root, "numpy.libs"), os.path.join(root, "numpy", ".dylibs")):
+        return True
+    try:
+        config = np.show_config(mode="dicts")
+    except (TypeError, ValueError):  # a NumPy without the dict mode
+        return False
+    deps = config.get("Build Dependencies", {}) if isinstance(config, dict) else {}
+    blas = deps.get("blas", {}) if isinstance(deps, dict) else {}
+    lib = str(blas.get("lib directory", "")) if isinstance(blas, dict) else ""
+    return bool(lib) and folder == os.path.abspath(lib)
 
 
 def machine_info() -> dict[str, object]:
@@ -178,7 +200,10 @@ def _describe(error: Exception) -> str:
 def _measure(
     timed: Timed, inputs: list[np.ndarray], *, repeat: int, memory: bool
 ) -> tuple[Timing, int | None]:
-    timing = Timing.of(sample_seconds(timed.fn, repeat=repeat, setup=timed.setup))
+    samples = sample_seconds(
+        timed.fn, repeat=repeat, setup=timed.setup, slow_call_seconds=SLOW_CALL_SECONDS
+    )
+    timing = Timing.of(samples)
     extra = None
     if memory:
         extra = peak_extra_bytes(timed.fn, inputs=[*inputs, *timed.buffers], setup=timed.setup)

@@ -36,14 +36,9 @@ class Timing:
     def of(cls, samples: Sequence[float]) -> Timing:
         return cls(statistics.median(samples), min(samples), max(samples))
 
-    @property
-    def noisy(self) -> bool:
-        """Whether ``slowest / fastest > NOISY_SPREAD``: the median is not to be trusted."""
-        return is_noisy(self.fastest, self.slowest)
-
 
 def is_noisy(fastest: float, slowest: float) -> bool:
-    """``slowest / fastest > NOISY_SPREAD`` (a zero fastest time counts as noisy)."""
+    """``slowest > NOISY_SPREAD * fastest``: the median is not to be trusted."""
     return slowest > NOISY_SPREAD * fastest
 
 
@@ -54,15 +49,16 @@ def sample_seconds(
     warmup: int = 1,
     setup: Callable[[], object] | None = None,
     min_sample_seconds: float = 0.01,
+    slow_call_seconds: float | None = None,
 ) -> list[float]:
     """``repeat`` samples of the wall-clock seconds per call of ``fn``, after ``warmup``.
 
     The warm-up pays one-off costs (JIT compilation, first-touch page faults of freshly
     allocated outputs, thread-pool start-up) that a steady-state training loop never sees.
 
-    A call whose warm-up takes over :data:`SLOW_CALL_SECONDS` is not repeated: its one
-    sample is the warm-up's time (a figure with no spread; one-off costs are a small
-    part of so long a call).
+    With ``slow_call_seconds`` (the numpy suite passes :data:`SLOW_CALL_SECONDS`), a call
+    whose warm-up takes longer is not repeated: its one sample is the warm-up's time (a
+    figure with no spread; one-off costs are a small part of so long a call).
 
     A call faster than ``min_sample_seconds`` is timed as a loop of enough calls to fill
     that time, divided by their number (as :mod:`timeit` does): a single call of a few
@@ -77,7 +73,7 @@ def sample_seconds(
         start = time.perf_counter()
         fn()
         warm = time.perf_counter() - start
-        if warm > SLOW_CALL_SECONDS:  # repeats would cost minutes and tell little more
+        if slow_call_seconds is not None and warm > slow_call_seconds:  # repeats: minutes
             return [warm]
     number = 1
     if setup is None:
