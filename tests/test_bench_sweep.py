@@ -42,13 +42,28 @@ def sweep(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--shape", "8x40"), ("--dtype", "float64"), ("--suite", "linear")]
+    ("flag", "value"),
+    [
+        ("--shape", "8x40"),
+        ("--dtype", "float64"),
+        ("--suite", "linear"),
+        ("--linear-shape", "8x4x40"),
+    ],
 )
 def test_sweep_conflicts_name_both_flags(capsys, flag, value):
     status, out, err = sweep(capsys, flag, value)
     assert status == 2
     assert out == ""  # rejected before anything ran
     assert "--sweep" in err and flag in err and "cannot be combined" in err
+
+
+def test_blank_shape_is_not_a_conflict_and_demo_only_plot_is_refused(capsys, tmp_path):
+    status, _, err = sweep(
+        capsys, "--shape", "", "--ops", "demo_cross_entropy", "--plot", str(tmp_path / "p.png")
+    )
+    assert status == 2
+    assert "cannot be combined" not in err and "--plot" in err and "demo" in err
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_sweep_shapes_keep_their_class_counts_when_quick():

@@ -489,8 +489,8 @@ static PyObject *py_elementwise_loss(PyObject *self, PyObject *args)
 }
 
 /* elementwise(x, y, func): func 0 exp, 1 log, 4 exp of arguments <= 0 (float32/float64),
- * 2 float32 -> float16 bits, 3 float16 -> float32; contiguous 1-d arrays. For tests of the
- * element functions. */
+ * 2 float32 -> float16 bits, 3 float16 -> float32; contiguous 1-d arrays. The tests of
+ * the element functions, and the elementwise losses' float16 blocks (convert_block). */
 static PyObject *py_elementwise(PyObject *self, PyObject *args)
 {
     PyObject *x, *y;

@@ -71,7 +71,8 @@
 #undef EXPN
 #undef LOGT
 
-/* float16 <-> float32 over contiguous arrays, for the tests of the conversions. */
+/* float16 <-> float32 over contiguous arrays: the elementwise losses' float16 blocks
+ * (softxent._native.convert_block) and the tests of the conversions. */
 static void NAME(half_array)(const void *x, void *y, ptrdiff_t n, int to_half)
 {
     if (to_half)

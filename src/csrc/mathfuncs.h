@@ -61,7 +61,7 @@ static ALWAYS_INLINE float NAME(exp_f32)(float x)
     return (y * s1) * s2;
 }
 
-/* e^r for x = kd ln2 + r (the rational form of FreeBSD's e_exp.c), kd in *kd; x clamped. */
+/* e^r for x = kd ln2 + r (the rational form of FreeBSD's e_exp.c), kd in *kd_out; x clamped. */
 static ALWAYS_INLINE double NAME(exp_reduced_f64)(double x, double *kd_out)
 {
     const double shifter = 0x1.8p52;

@@ -553,9 +553,9 @@ static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
     }
 }
 
-/* A probability-target tile in one pass over its classes: q = t * scale + offset, read
- * from t (rows i0 + r, full tiles) or from qt (t already gathered there, a partial tile),
- * and per row s += exp(x - m), sum_q += q, dot += q (x - m), in that order for every row.
+/* A probability-target tile in one pass over its classes: q = t * scale + offset with t
+ * read from qt (gathered there), and per row s += exp(x - m), sum_q += q, dot += q (x - m),
+ * in that order for every row.
  * With keep, the exps replace xt's entries and the q go to qt, for the gradient. */
 static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T *s, T *sum_q,
                                        T *dot, const T *sc, const T *of, int keep,

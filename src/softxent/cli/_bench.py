@@ -213,8 +213,13 @@ def parse_ops(values: Sequence[str] | None, *, sweep: bool) -> list[str]:
 
 def _check_sweep(args: argparse.Namespace, suites: Sequence[str]) -> None:
     """CLIError naming both flags when --sweep comes with a flag it replaces."""
-    for flag, given in (("--shape", args.shape), ("--dtype", args.dtype)):
-        if given:
+    given_flags = (
+        ("--shape", args.shape),
+        ("--dtype", args.dtype),
+        ("--linear-shape", args.linear_shape),
+    )
+    for flag, given in given_flags:
+        if _items(given):
             raise CLIError(
                 f"--sweep and {flag} cannot be combined: --sweep runs its own shapes and "
                 f"dtypes ({_sweep_text()}); drop one of them"
@@ -259,6 +264,11 @@ def parse_flags(args: argparse.Namespace) -> Settings:
     if args.sweep:
         _check_sweep(args, suites)
     ops = parse_ops(args.ops, sweep=args.sweep)
+    if args.sweep and args.plot is not None and all(OPS[op].demo for op in ops):
+        raise CLIError(
+            "--plot with --sweep draws ns per logit against the classes, which the 3x3 demo "
+            "operations do not have: add another operation to --ops, or drop --plot"
+        )
     repeat = _positive_int(args.repeat, "--repeat")
     if args.threads is None:
         threads = sx.get_num_threads()
