@@ -233,7 +233,7 @@ def problems(draw):
     rows = draw(st.integers(0, 150))
     dtype = draw(DTYPES)
     seed = draw(st.integers(0, 2**16))
-    layout = draw(st.sampled_from(["C", "F", "strided", "classes-first"]))
+    layout = draw(st.sampled_from(["C", "F", "strided", "padded-rows", "classes-first"]))
     specials = draw(st.booleans())
     rng = np.random.default_rng(seed)
     x = (
@@ -245,6 +245,8 @@ def problems(draw):
         x = np.asfortranarray(x)
     elif layout == "strided":
         x = np.repeat(x, 2, axis=1)[:, ::2]
+    elif layout == "padded-rows":  # contiguous classes, rows further apart than C
+        x = np.pad(x, ((0, 0), (0, 3)), constant_values=np.nan)[:, :num_classes]
     elif layout == "classes-first":  # classes on axis 0: (C, rows) in memory
         x = np.ascontiguousarray(x.T)
         return x, 0, rng

@@ -402,15 +402,47 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 #define TL NARROW_TILE
 #define TLS NARROW_STRIDE
 
-/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored).
+/* Part c of C of the prefetch of the n rows from x (row stride rs, classes contiguous):
+ * the cache lines of the next tile, spread over the current tile's gather. The hardware
+ * prefetchers do not follow vector gathers, and one burst of prefetches stalls on the
+ * cache's miss buffers: this way a tile out of the cache costs about what it costs in it
+ * (C = 32, float32, one thread: logsumexp 1.0-1.3 ns per logit -> 0.7-0.85, against 0.6
+ * with the rows in L2). */
+static inline void K(prefetch_part)(const S *x, ptrdiff_t rs, ptrdiff_t n, ptrdiff_t C,
+                                    ptrdiff_t c)
+{
+    const ptrdiff_t row_bytes = C * (ptrdiff_t)sizeof(S);
+    if (rs == C) { /* contiguous rows: part c of one span */
+        const char *p = (const char *)x;
+        const ptrdiff_t span = n * row_bytes;
+        const ptrdiff_t step = ((span + C - 1) / C + 63) & ~(ptrdiff_t)63;
+        for (ptrdiff_t b = c * step; b < (c + 1) * step && b < span; b += 64)
+            __builtin_prefetch(p + b);
+        if (c == C - 1) /* the span's last line, when it does not start on a line */
+            __builtin_prefetch(p + span - 1);
+        return;
+    }
+    for (ptrdiff_t r = (c * n + C - 1) / C; r < ((c + 1) * n + C - 1) / C; r++) {
+        const char *row = (const char *)(x + r * rs);
+        for (ptrdiff_t b = 0; b < row_bytes; b += 64)
+            __builtin_prefetch(row + b);
+        __builtin_prefetch(row + row_bytes - 1);
+    }
+}
+
+/* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored), and
+ * the next tile's rows (of the rows_left from x on) prefetched when classes are contiguous.
  * A full tile is loaded a class at a time as vector gathers (the fastest of the orders
  * measured, from contiguous rows too); the last, partial tile of a block element by element. */
 static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n, ptrdiff_t C,
-                             T *xt)
+                             T *xt, ptrdiff_t rows_left)
 {
+    const ptrdiff_t n_next = cs != 1 ? 0 : rows_left - TL < TL ? rows_left - TL : TL;
     for (ptrdiff_t c = 0; c < C; c++) {
         const S *xc = x + c * cs;
         T *dst = xt + c * TLS;
+        if (n_next > 0)
+            K(prefetch_part)(x + TL * rs, rs, n_next, C, c);
         if (n == TL) {
 #pragma omp simd
             for (int r = 0; r < TL; r++)
@@ -496,7 +528,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
     T m[TL], s[TL];
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
+        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
         K(tile_max)(xt, C, m);
         if (J->op == OP_SOFTMAX) {
             K(tile_sum_exp)(xt, C, m, s, xt);
@@ -531,7 +563,7 @@ static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
     T m[TL], s[TL];
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
+        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
         K(tile_max)(xt, C, m);
         int pos_inf = 0;
         T m0[TL];
@@ -599,12 +631,12 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         const S *t = TT + i0 * t_rs;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt);
+        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
         K(tile_max)(xt, C, m);
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = sum_q[r] = dot[r] = 0;
-        K(gather)(t, t_rs, t_cs, n, C, qt);
+        K(gather)(t, t_rs, t_cs, n, C, qt, J->rows - i0);
         /* A loop per case: a select inside the loop measured several times slower. */
         const int mode = (O != NULL) * 4 + (sc != NULL) * 2 + (of != NULL);
 #define PROB_PASS(k, a, b)                                                                  \
@@ -656,7 +688,7 @@ static void K(narrow_ce)(const job_t *J, T *xt)
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
         const S *x = X + i0 * J->x_rs;
-        K(gather)(x, J->x_rs, J->x_cs, n, C, xt);
+        K(gather)(x, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
         K(tile_max)(xt, C, m);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < n; r++)
