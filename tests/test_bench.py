@@ -215,6 +215,18 @@ def test_bad_flag_values_exit_2_naming_the_flag(capsys, flag, value):
     assert flag in captured.err and repr(value.split(",")[-1]) in captured.err
 
 
+@pytest.mark.parametrize(
+    "flags", [["--with-fallback"], ["--ops", "softmax"], ["--ops", "softmax", "--with-fallback"]]
+)
+def test_numpy_suite_flags_without_the_numpy_suite_are_refused(capsys, flags):
+    status = main(["bench", "--quick", "--suite", "linear", *flags])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""  # rejected before anything ran
+    assert flags[0] in captured.err and "numpy suite" in captured.err
+    assert "--suite linear" in captured.err
+
+
 def test_output_into_a_directory_is_rejected(capsys, tmp_path):
     status = main(["bench", "--quick", "--json-out", str(tmp_path)])
     assert status == 2

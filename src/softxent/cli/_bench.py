@@ -250,6 +250,23 @@ def _check_output(path: str, flag: str) -> None:
         raise CLIError(f"{flag} {path!r}: directory {directory!r} is missing or not writable")
 
 
+def _check_numpy_suite_flags(args: argparse.Namespace, suites: Sequence[str]) -> None:
+    """CLIError naming the flag when a numpy-suite flag comes without that suite (it would
+    change nothing)."""
+    if "numpy" in suites:
+        return
+    given = [
+        flag
+        for flag, used in (("--ops", _items(args.ops)), ("--with-fallback", args.with_fallback))
+        if used
+    ]
+    if given:
+        raise CLIError(
+            f"{given[0]} applies to the numpy suite, which this run leaves out (--suite "
+            f"{','.join(suites)}): add numpy to --suite, or drop {given[0]}"
+        )
+
+
 def parse_flags(args: argparse.Namespace) -> Settings:
     """Validated settings from the parsed flags; CLIError naming the flag otherwise."""
     suites = parse_suites(args.suite)
@@ -263,6 +280,7 @@ def parse_flags(args: argparse.Namespace) -> Settings:
             raise CLIError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if args.sweep:
         _check_sweep(args, suites)
+    _check_numpy_suite_flags(args, suites)
     ops = parse_ops(args.ops, sweep=args.sweep)
     if args.sweep and args.plot is not None and all(OPS[op].demo for op in ops):
         raise CLIError(
