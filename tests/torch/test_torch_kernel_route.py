@@ -171,7 +171,7 @@ def test_inputs_where_softxent_differs_keep_its_path(torch_kernel_route, case):
     own_path_loss(x, t, **options)
 
 
-@pytest.mark.parametrize("rows", [4, 20])  # logits checked as a list, and as an array
+@pytest.mark.parametrize("rows", [4, 100])  # checked as lists, and as arrays
 def test_ignored_rows_with_non_finite_logits_get_a_zero_gradient(torch_kernel_route, rows):
     x, t, _ = make_call((rows, 5))
     x = x.detach()

@@ -175,9 +175,11 @@ def _ignores_any(target: torch.Tensor, num_classes: int, ignore_index: int) -> b
             rest = values[ignored:] if ignore_index < 0 else values[: len(values) - ignored]
             if not rest or (0 <= rest[0] and rest[-1] < num_classes):
                 return True
-    else:
-        bounds = torch.aminmax(target)
-        if 0 <= int(bounds.min) and int(bounds.max) < num_classes and not can_ignore:
-            return False
+    else:  # NumPy on the CPU int64 indices: torch's reductions cost more at this size
+        flat = target.numpy().reshape(-1)
+        ignored = flat == ignore_index
+        rest = flat[~ignored]
+        if not rest.size or (0 <= int(rest.min()) and int(rest.max()) < num_classes):
+            return bool(ignored.any())
     check_class_index_range(target, num_classes, ignore_index)  # raises for a bad index
     return bool((target == ignore_index).any())
