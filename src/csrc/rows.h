@@ -506,6 +506,28 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
     }
 }
 
+/* tile_sum_exp with the exps stored over xt, and dot[r] += sum_c w_c (xt[c][r] - m[r])
+ * (w_c = 1 without class weights) in the same pass: a pass of its own measured 0.35 ns
+ * per logit more at 32 classes. */
+static inline void K(tile_sum_exp_dot)(T *xt, ptrdiff_t C, const T *m, T *s, const T *cw,
+                                       T *dot)
+{
+#pragma omp simd
+    for (int r = 0; r < TL; r++)
+        s[r] = 0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const T w = cw ? cw[c] : (T)1;
+#pragma omp simd
+        for (int r = 0; r < TL; r++) {
+            T d = xt[c * TLS + r] - m[r];
+            T v = EXPN(d);
+            dot[r] += w * d;
+            xt[c * TLS + r] = v;
+            s[r] += v;
+        }
+    }
+}
+
 /* dst[r] = src[r] for r < n (src NULL: fill for every r), fill for the padding rows. */
 static inline void K(lanes)(T *dst, const T *src, ptrdiff_t n, T fill)
 {
@@ -700,18 +722,10 @@ static void K(narrow_ce)(const job_t *J, T *xt)
             x_y[r] = xt[y[r] * TLS + r];
             dot[r] = 0;
         }
-        /* dot = sum_c w_c (x_c - m), for the smoothing term */
-        if (eps != 0) {
-            for (ptrdiff_t c = 0; c < C; c++) {
-                T w = cw ? cw[c] : (T)1;
-#pragma omp simd
-                for (int r = 0; r < TL; r++) {
-                    T d = xt[c * TLS + r] - m[r];
-                    dot[r] += w * d;
-                }
-            }
-        }
-        K(tile_sum_exp)(xt, C, m, s, xt);
+        if (eps != 0) /* with dot = sum_c w_c (x_c - m), for the smoothing term */
+            K(tile_sum_exp_dot)(xt, C, m, s, cw, dot);
+        else
+            K(tile_sum_exp)(xt, C, m, s, xt);
         T ls[TL];
 #pragma omp simd
         for (int r = 0; r < TL; r++)
