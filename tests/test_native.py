@@ -470,6 +470,24 @@ def test_a_layout_the_kernels_do_not_take_falls_back_to_numpy():
     np.testing.assert_allclose(sx.softmax(x), sx.softmax(np.ascontiguousarray(x)), rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("name", "bad", "expected"),
+    [
+        ("valid", np.ones(4, np.uint8), "valid must be a 1-d array of 4 entries of dtype bool"),
+        ("wy", np.ones(4, np.float64), "wy must be a 1-d array of 4 entries of dtype float32"),
+        ("y", np.zeros(3, np.int64), "y must be a 1-d array of 4 entries of dtype int64"),
+    ],
+)
+def test_a_bad_per_row_array_is_named_with_the_dtype_it_needs(name, bad, expected):
+    # The wrappers never pass these; the message is for whoever calls the core directly.
+    x = np.zeros((4, 3), np.float32)
+    args = dict(y=np.zeros(4, np.int64), wy=None, valid=None)
+    args[name] = bad
+    loss = np.empty(4, np.float32)
+    with pytest.raises(ValueError, match=expected):
+        core.ce_index(x, args["y"], args["wy"], args["valid"], 0.0, None, 0.0, 4.0, loss, None)
+
+
 # ------------------------------------------- the elementwise losses' native block kernels
 
 #: (loss, the NumPy block kernel it replaces, whether it takes weight and pos_weight).

@@ -170,8 +170,10 @@ static int vector(held_t *h, PyObject *obj, Py_ssize_t n, int k, const char *wha
     if (!b)
         return 0;
     if (kind_of(b) != k || b->shape[0] != n) {
-        PyErr_Format(PyExc_ValueError, "%s must be a 1-d array of %zd entries of the "
-                     "compute dtype", what, n);
+        static const char *const dtype_of[] = {"float16", "float32", "float64", "int64", "bool",
+                                               "?"};
+        PyErr_Format(PyExc_ValueError, "%s must be a 1-d array of %zd entries of dtype %s",
+                     what, n, dtype_of[k]);
         return 0;
     }
     if (n > 1 && b->strides[0] != b->itemsize) {
