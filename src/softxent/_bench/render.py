@@ -68,19 +68,21 @@ def time_table(report: Report) -> list[str]:
     """One row per case: softxent's median and each peer's with its ratio, and softxent
     against the floor. Times, with softxent's ns per logit beside them; in a sweep, ns per
     logit everywhere (the times would not compare across shapes)."""
-    names = [SOFTXENT, *report.peers]
     per_logit = report.sweep
-    header = ["operation", "shape", "dtype", *names, "vs floor"]
-    if not per_logit:
-        header.insert(4, "ns/logit")
+    ns_column = [] if per_logit else ["ns/logit"]  # softxent's, beside its time
+    header = ["operation", "shape", "dtype", SOFTXENT, *ns_column, *report.peers, "vs floor"]
     rows = []
     for r in report.rows:
-        cells = [_time_cell(r, n, per_logit=per_logit) for n in names]
-        if not per_logit:
-            ns = r.ns_per_logit.get(SOFTXENT)
-            cells.insert(1, "-" if ns is None else format_ns(ns))
-        rows.append([*_case(r), *cells, _floor_cell(r)])
+        ns_cell = [] if per_logit else [_ns_cell(r)]
+        peers = [_time_cell(r, n, per_logit=per_logit) for n in report.peers]
+        softxent = _time_cell(r, SOFTXENT, per_logit=per_logit)
+        rows.append([*_case(r), softxent, *ns_cell, *peers, _floor_cell(r)])
     return table(header, rows, left=3)
+
+
+def _ns_cell(row: Row) -> str:
+    ns = row.ns_per_logit.get(SOFTXENT)
+    return "-" if ns is None else format_ns(ns)
 
 
 def time_title(report: Report) -> str:

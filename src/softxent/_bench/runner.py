@@ -299,9 +299,11 @@ def run_bench(
     *,
     repeat: int,
     threads: int,
+    sweep: bool = False,
     progress: Callable[[int], object] = lambda n: None,
 ) -> Report:
-    """Run ``cases`` (see :func:`run_cases`) and wrap the results with the run's context."""
+    """Run ``cases`` (see :func:`run_cases`) and wrap the results with the run's context;
+    ``sweep``: the cases are the sweep's (the report then reads in ns per logit)."""
     floors, rows = run_cases(cases, peers, repeat=repeat, threads=threads, progress=progress)
     versions = {SOFTXENT: sx.__version__, "numpy": np.__version__}
     # Libraries only: softxent_numpy is softxent.
@@ -316,4 +318,5 @@ def run_bench(
         skipped=dict(skipped),
         floors=floors,
         rows=rows,
+        sweep=sweep,
     )

@@ -97,9 +97,9 @@ def _run_numpy(settings: Settings, progress: ProgressFactory) -> Report:
             skipped,
             repeat=settings.repeat,
             threads=settings.threads,
+            sweep=settings.sweep,
             progress=update,
         )
-    report.sweep = settings.sweep
     return report
 
 
