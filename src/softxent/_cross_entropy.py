@@ -225,12 +225,13 @@ def row_losses(
             lo, hi = task.row0, task.row0 + task.stop - task.start
             ob = blocks.block(grad_index, task) if grad is not None else None
             if native and operands.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
-                return
+                return  # the native kernel gives ignored rows a loss of exactly 0 itself
+            valid = None if p.valid is None else p.valid[lo:hi]
             losses[lo:hi] = _kernels.ce_index_block(
                 blocks.block(0, task),
                 p.y[lo:hi],
                 None if p.wy is None else p.wy[lo:hi],
-                None if p.valid is None else p.valid[lo:hi],
+                valid,
                 g_rows[lo:hi] if g_is_rows else g_rows,
                 work_buffer(ob, scratch[0], p.ct, in_place),
                 scratch[1] if needs_work2 else None,
@@ -238,6 +239,8 @@ def row_losses(
                 consts,
                 options,
             )
+            if valid is not None:  # an ignored sample contributes exactly 0, whatever its logits
+                losses[lo:hi][~valid] = 0
 
         num_scratch = 0 if native else 2 if needs_work2 else 1
     else:
@@ -274,8 +277,6 @@ def row_losses(
 
         num_scratch = 0 if native else 3
     for_each_block(blocks, p.ct, body, num_scratch)
-    if p.valid is not None:
-        losses[~p.valid] = 0  # an ignored sample contributes exactly 0, whatever its logits
     return losses
 
 
