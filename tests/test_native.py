@@ -794,6 +794,27 @@ def test_class_targets_match_the_numpy_preparation(
             np.testing.assert_array_equal(got_wy, want_wy.astype(weight.dtype))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_class_targets_filled_in_parts_on_the_worker_threads(monkeypatch, threads):
+    monkeypatch.setattr(_native, "_FILL_ENTRIES", 1000)  # 6 parts, the last one short
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 9, 5003)
+    y[rng.random(y.size) < 0.2] = -100
+    weight = rng.uniform(0.5, 2, 9).astype(np.float32)
+    want_y, want_valid = _validation.as_class_indices(y, 9, -100)
+    want_wy, _ = _reduction.target_weights(want_y, want_valid, weight, np.dtype(np.float64))
+    before = sx.get_num_threads()
+    sx.set_num_threads(threads)
+    try:
+        first_bad, got_y, got_valid, got_wy = _native.class_targets(y, 9, -100, weight)
+    finally:
+        sx.set_num_threads(before)
+    assert first_bad == -1
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_array_equal(got_valid, want_valid)
+    np.testing.assert_array_equal(got_wy, want_wy.astype(np.float32))
+
+
 @pytest.mark.parametrize("bad", [-1, 5, 2**62, -(2**63)])
 @pytest.mark.parametrize("position", [0, 37, 99])
 def test_class_targets_find_the_first_index_out_of_range(isa, bad, position):

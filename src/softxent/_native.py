@@ -17,9 +17,12 @@ the caller then runs the NumPy kernel.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from types import ModuleType
 
 import numpy as np
+
+from softxent._threads import run_parallel
 
 
 def _load() -> ModuleType | None:
@@ -107,8 +110,23 @@ def class_targets(
     valid = None if ignored == 0 else np.empty(flat.shape, np.bool_)
     wy = None if class_weight is None else np.empty(flat.shape, class_weight.dtype)
     y_out = None if y is flat else y
-    core.class_targets(flat, num_classes, ignore_index, class_weight, y_out, valid, wy)
+
+    def fill(parts: Iterable[tuple[int, int]]) -> None:
+        for lo, hi in parts:
+            core.class_targets(
+                flat[lo:hi], num_classes, ignore_index, class_weight,
+                *(None if a is None else a[lo:hi] for a in (y_out, valid, wy)),
+            )  # fmt: skip
+
+    # On the worker threads (the core releases the GIL): a single-threaded fill took
+    # 2.7 ms of a 13 ms forward at a million targets.
+    n = len(flat)
+    run_parallel(fill, [(lo, min(n, lo + _FILL_ENTRIES)) for lo in range(0, n, _FILL_ENTRIES)])
     return -1, y, valid, wy
+
+
+#: Class indices per task of the parallel fill in :func:`class_targets`.
+_FILL_ENTRIES = 1 << 17
 
 
 def softmax_block(xb: np.ndarray, ob: np.ndarray, *, log: bool) -> bool:
