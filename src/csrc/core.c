@@ -339,8 +339,6 @@ static PyObject *py_ce_prob(PyObject *self, PyObject *args)
  * gets y with ignored entries as 0, valid_out (bool) whether an entry is not ignored,
  * wy_out (class_weight's dtype, float32 or float64, which is then given) class_weight[y],
  * 0 where ignored. The outputs are written only when no entry is out of range. */
-
-
 static PyObject *py_class_targets(PyObject *self, PyObject *args)
 {
     PyObject *yo, *cwo, *yout_o, *valid_o, *wy_o;

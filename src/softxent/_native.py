@@ -90,8 +90,9 @@ def class_targets(
     flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
 ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
     """Contiguous int64 class indices ``flat`` checked and prepared for the kernels: one
-    native pass that checks, and with ignored entries or class weights a second call that
-    checks again and fills the outputs in one more pass; None without the core.
+    native pass that checks, and with ignored entries or class weights one more pass that
+    fills the outputs, in parts on the worker threads (each part's call checks its entries
+    again first); None without the core.
 
     Returns ``(first_bad, y, valid, wy)``: ``first_bad`` the position of the first entry
     neither in ``[0, num_classes)`` nor ``ignore_index`` (-1: none; otherwise the rest is
