@@ -86,6 +86,21 @@ def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
     return 0.0 if g is None else float(g)
 
 
+def count_class_targets(
+    flat: np.ndarray, num_classes: int, ignore_index: int
+) -> tuple[int, int] | None:
+    """``(first_bad, ignored)`` of contiguous int64 class indices ``flat`` in one native
+    pass: the position of the first entry neither in ``[0, num_classes)`` nor
+    ``ignore_index`` (-1: none) and how many entries equal ``ignore_index``; None without
+    the core."""
+    if core is None:
+        return None
+    first_bad, ignored = core.class_targets(
+        flat, num_classes, ignore_index, None, None, None, None
+    )
+    return first_bad, ignored
+
+
 def class_targets(
     flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
 ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
@@ -100,11 +115,10 @@ def class_targets(
     is ignored); ``valid`` which entries are not ignored (None: all); ``wy`` each entry's
     ``class_weight``, 0 where ignored (None without class weights).
     """
-    if core is None:
+    counted = count_class_targets(flat, num_classes, ignore_index)
+    if counted is None or core is None:
         return None
-    first_bad, ignored = core.class_targets(
-        flat, num_classes, ignore_index, None, None, None, None
-    )
+    first_bad, ignored = counted
     if first_bad >= 0 or (ignored == 0 and class_weight is None):
         return first_bad, flat, None, None
     y = flat if ignored == 0 else np.empty_like(flat)

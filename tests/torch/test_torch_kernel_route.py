@@ -236,7 +236,18 @@ def test_route_is_off_in_the_other_tests():
         own_path_loss(x, t)
 
 
-@pytest.mark.parametrize("rows", [8, 100])  # class indices checked as a list, as a tensor
+def strided(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as every other entry of a tensor twice its length (a view, not contiguous)."""
+    wide = torch.full((2 * len(t),), 3, dtype=t.dtype)
+    wide[::2] = t
+    return wide[::2]
+
+
+# Class indices checked as a list (8 rows) and as an array (100): contiguous ones in one
+# native pass, strided ones by NumPy.
+@pytest.mark.parametrize(
+    ("rows", "layout"), [(8, "contiguous"), (100, "contiguous"), (100, "strided")]
+)
 @pytest.mark.parametrize(
     ("ignore_index", "special", "bad"),
     [
@@ -251,9 +262,14 @@ def test_route_is_off_in_the_other_tests():
         (2, [2, 5], 5),
     ],
 )
-def test_ignored_and_out_of_range_indices(torch_kernel_route, rows, ignore_index, special, bad):
+def test_ignored_and_out_of_range_indices(
+    torch_kernel_route, rows, layout, ignore_index, special, bad
+):
     x, t, _ = make_call((rows, 5))
     t[[1, rows - 2]] = torch.tensor(special)
+    if layout == "strided":
+        t = strided(t)
+        assert not t.is_contiguous()
     if bad is not None:
         with pytest.raises(ValueError, match=rf"= {bad} is out of range"):
             cross_entropy(x, t, ignore_index=ignore_index)
