@@ -542,16 +542,23 @@ static inline void K(lanes)(T *dst, const T *src, ptrdiff_t n, T fill)
         dst[r] = fill;
 }
 
+/* Rows i0, i0 + 1, ... of x (at most TL of them) as tile xt, with each row's max in m;
+ * returns how many rows the tile holds. The first step of every narrow kernel. */
+static inline ptrdiff_t K(load_tile)(const job_t *J, ptrdiff_t i0, ptrdiff_t C, T *xt, T *m)
+{
+    const ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
+    K(gather)((const S *)J->x + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
+    K(tile_max)(xt, C, m);
+    return n;
+}
+
 static void K(narrow_map)(const job_t *J, T *xt, T *et)
 {
-    const S *X = (const S *)J->x;
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
     T m[TL], s[TL];
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
-        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
-        K(tile_max)(xt, C, m);
+        const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
         if (J->op == OP_SOFTMAX) {
             K(tile_sum_exp)(xt, C, m, s, xt);
 #pragma omp simd
@@ -579,14 +586,11 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
 
 static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
 {
-    const S *X = (const S *)J->x;
     T *result = (T *)J->result;
     const ptrdiff_t C = J->classes;
     T m[TL], s[TL];
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
-        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
-        K(tile_max)(xt, C, m);
+        const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
         int pos_inf = 0;
         T m0[TL];
 #pragma omp simd reduction(| : pos_inf)
@@ -642,7 +646,7 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
  * loss = (sum q) log s - sum_c q_c (x_c - m); grad = g (p sum q - q). */
 static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
 {
-    const S *X = (const S *)J->x, *TT = (const S *)J->t;
+    const S *TT = (const S *)J->t;
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
     const T *G = (const T *)J->g, *sc = (const T *)J->scale, *of = (const T *)J->offset;
@@ -651,10 +655,8 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
     const ptrdiff_t t_rs = J->t_rs, t_cs = J->t_cs; /* locals: stores to the tile could alias */
     T m[TL], s[TL], dot[TL], sum_q[TL], k[TL], gt[TL], lt[TL];
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
-        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
+        const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
         const S *t = TT + i0 * t_rs;
-        K(gather)(X + i0 * J->x_rs, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
-        K(tile_max)(xt, C, m);
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = sum_q[r] = dot[r] = 0;
@@ -695,7 +697,6 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
 
 static void K(narrow_ce)(const job_t *J, T *xt)
 {
-    const S *X = (const S *)J->x;
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
     const T *cw = (const T *)J->class_weight, *wy = (const T *)J->wy, *G = (const T *)J->g;
@@ -708,10 +709,7 @@ static void K(narrow_ce)(const job_t *J, T *xt)
     const int64_t *Y = J->y; /* the job's fields in locals: stores to the tile could alias */
     const T g_scalar = (T)J->g_scalar;
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
-        ptrdiff_t n = J->rows - i0 < TL ? J->rows - i0 : TL;
-        const S *x = X + i0 * J->x_rs;
-        K(gather)(x, J->x_rs, J->x_cs, n, C, xt, J->rows - i0);
-        K(tile_max)(xt, C, m);
+        const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
 #pragma omp simd
         for (ptrdiff_t r = 0; r < n; r++)
             y[r] = (int32_t)Y[i0 + r];
