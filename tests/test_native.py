@@ -136,6 +136,40 @@ def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
     np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "padded-rows"])
+def test_logsumexp_of_long_rows_read_in_parts(isa, dtype, layout):
+    # Rows longer than two parts of 2 KB are summed part by part, the sum rescaled when a
+    # later part holds a larger max: a max that grows in every part, -inf parts before the
+    # finite ones, special values in a late part and in the tail (5007 = 312 * 16 + 15).
+    num_classes = 5007
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12, num_classes)) * 3
+    x[0] = np.linspace(-60, 60, num_classes)  # the max grows in every part
+    x[1, :2000] = -np.inf  # parts of -inf, then finite entries
+    x[2] = -np.inf
+    x[3, 4000] = np.nan
+    x[4, 2500] = np.inf
+    x[5, 2500], x[5, 100] = np.inf, np.nan
+    x[6, -3] = 40.0  # the max in the tail
+    x[7] = np.linspace(60, -60, num_classes)  # the max in the first part
+    x[8, :2000] = -np.inf
+    x[8, 2100] = np.nan
+    x[9] -= 1e4  # every exp relative to 0 would underflow
+    x[10, :4990] = -np.inf  # finite entries only in the tail
+    x = x.astype(dtype)
+    if layout == "padded-rows":
+        x = np.pad(x, ((0, 0), (0, 5)), constant_values=np.nan)[:, :num_classes]
+    got = sx.logsumexp(x, axis=-1)
+    expected = _with_numpy_kernels(lambda: sx.logsumexp(x, axis=-1))
+    np.testing.assert_array_equal(np.isnan(got), [0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0])
+    assert got[2] == -np.inf and got[4] == np.inf
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], dtype, scale=logit_scale(x[np.isfinite(x)]))
+    exact = np.log(np.sum(np.exp(x[0].astype(np.longdouble))))  # no cancellation here
+    assert abs(float(got[0]) - float(exact)) <= 2 * float(np.spacing(dtype(exact)))
+
+
 @pytest.mark.parametrize("num_classes", [10, 100, 1000])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_logsumexp_of_rows_holding_plus_inf(isa, num_classes, dtype):
