@@ -354,7 +354,7 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
                 }
             }
         } else {
-            s = K(sum_exp)(xr, C, m, orow);
+            s = K(sum_exp)(xr, C, m, o ? orow : NULL); /* no stores without a gradient */
         }
         T log_sum = LOGT(s);
         T nll = log_sum + (m - x_y); /* -log_softmax(x)[y] = lse - x[y] */
