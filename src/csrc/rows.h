@@ -550,18 +550,25 @@ static inline void K(tile_max)(const T *xt, ptrdiff_t C, T *m)
     }
 }
 
-/* s[r] = sum_c exp(xt[c][r] - m[r]), storing the exps in et (which may be xt). */
+/* s[r] = sum_c exp(xt[c][r] - m[r]), storing the exps in et (which may be xt) unless it is
+ * NULL. */
 static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T *et)
 {
 #pragma omp simd
     for (int r = 0; r < TL; r++)
         s[r] = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
+        if (et) {
 #pragma omp simd
-        for (int r = 0; r < TL; r++) {
-            T v = EXPN(xt[c * TLS + r] - m[r]);
-            et[c * TLS + r] = v;
-            s[r] += v;
+            for (int r = 0; r < TL; r++) {
+                T v = EXPN(xt[c * TLS + r] - m[r]);
+                et[c * TLS + r] = v;
+                s[r] += v;
+            }
+        } else {
+#pragma omp simd
+            for (int r = 0; r < TL; r++)
+                s[r] += EXPN(xt[c * TLS + r] - m[r]);
         }
     }
 }
@@ -612,7 +619,7 @@ static inline ptrdiff_t K(load_tile)(const job_t *J, ptrdiff_t i0, ptrdiff_t C, 
     return n;
 }
 
-static void K(narrow_map)(const job_t *J, T *xt, T *et)
+static void K(narrow_map)(const job_t *J, T *xt)
 {
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
@@ -630,7 +637,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
                     xt[c * TLS + r] = xt[c * TLS + r] * s[r];
             }
         } else {
-            K(tile_sum_exp)(xt, C, m, s, et);
+            K(tile_sum_exp)(xt, C, m, s, NULL); /* only the sums */
 #pragma omp simd
             for (int r = 0; r < TL; r++)
                 s[r] = LOGT(s[r]);
@@ -644,7 +651,7 @@ static void K(narrow_map)(const job_t *J, T *xt, T *et)
     }
 }
 
-static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
+static void K(narrow_logsumexp)(const job_t *J, T *xt)
 {
     T *result = (T *)J->result;
     const ptrdiff_t C = J->classes;
@@ -659,7 +666,7 @@ static void K(narrow_logsumexp)(const job_t *J, T *xt, T *et)
             pos_inf |= m[r] == (T)INFINITY;
             m[r] = isinf(m[r]) ? (T)0 : m[r]; /* all -inf: log(0) = -inf, as in wide rows */
         }
-        K(tile_sum_exp)(xt, C, m, s, et);
+        K(tile_sum_exp)(xt, C, m, s, NULL); /* only the sums */
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             s[r] = m[r] + LOGT(s[r]);
@@ -896,10 +903,10 @@ static int K(run)(const job_t *J)
     switch (J->op) {
     case OP_SOFTMAX:
     case OP_LOG_SOFTMAX:
-        narrow ? K(narrow_map)(J, b0, b1) : K(wide_map)(J, b0, b1);
+        narrow ? K(narrow_map)(J, b0) : K(wide_map)(J, b0, b1);
         break;
     case OP_LOGSUMEXP:
-        narrow ? K(narrow_logsumexp)(J, b0, b1) : K(wide_logsumexp)(J, b0);
+        narrow ? K(narrow_logsumexp)(J, b0) : K(wide_logsumexp)(J, b0);
         break;
     case OP_CE_INDEX:
         narrow ? K(narrow_ce)(J, b0) : K(wide_ce_index)(J, b0, b1);
