@@ -136,6 +136,30 @@ def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
     np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
 
 
+@pytest.mark.parametrize("num_classes", [33, 64, 100, 128, 129])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", [sx.softmax, sx.log_softmax])
+def test_rows_computed_in_pairs_are_the_rows_computed_alone(isa, num_classes, dtype, fn):
+    # Contiguous rows of up to 128 classes run two rows per loop: each row must come out
+    # bit for bit as when it is computed alone (a single-row call, which runs no pair),
+    # special values included; 9 rows, so the last one of the block runs alone.
+    rng = np.random.default_rng(num_classes)
+    x = (rng.standard_normal((9, num_classes)) * 4).astype(dtype)
+    x[1, 5] = np.inf
+    x[2, 7] = np.nan
+    x[3] = -np.inf
+    x[4, :-2] = -np.inf
+    x[5, -1] = 80.0
+    together = fn(x, axis=-1)
+    for i in range(len(x)):
+        alone = fn(x[i : i + 1], axis=-1)[0]
+        np.testing.assert_array_equal(together[i].view(np.uint8), alone.view(np.uint8))
+    expected = _with_numpy_kernels(lambda: fn(x, axis=-1))
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isnan(together), np.isnan(expected))
+    assert_close(together[finite], expected[finite], dtype, scale=logit_scale(x[np.isfinite(x)]))
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["C", "padded-rows"])
 def test_logsumexp_of_long_rows_read_in_parts(isa, dtype, layout):
