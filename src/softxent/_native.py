@@ -116,7 +116,7 @@ def class_targets(
     ``class_weight``, 0 where ignored (None without class weights).
     """
     counted = count_class_targets(flat, num_classes, ignore_index)
-    if counted is None or core is None:
+    if counted is None or core is None:  # None together; the second test narrows core for fill
         return None
     first_bad, ignored = counted
     if first_bad >= 0 or (ignored == 0 and class_weight is None):
