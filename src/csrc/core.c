@@ -488,7 +488,8 @@ static PyObject *py_elementwise_loss(PyObject *self, PyObject *args)
     return PyBool_FromLong(status > 0);
 }
 
-/* elementwise(x, y, func): func 0 exp, 1 log, 4 exp of arguments <= 0 (float32/float64),
+/* elementwise(x, y, func): func 0 exp, 1 log, 4 exp of arguments <= 0, 5 the wide rows'
+ * exp of arguments <= 0 (float32/float64),
  * 2 float32 -> float16 bits, 3 float16 -> float32; contiguous 1-d arrays. The tests of
  * the element functions, and the elementwise losses' float16 blocks (convert_block). */
 static PyObject *py_elementwise(PyObject *self, PyObject *args)
@@ -508,7 +509,7 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "x and y must be contiguous and of one length");
         goto error;
     }
-    int math = func == 0 || func == 1 || func == 4;
+    int math = func == 0 || func == 1 || func == 4 || func == 5;
     int exp32 = math && kx == K_F32 && ky == K_F32;
     int exp64 = math && kx == K_F64 && ky == K_F64;
     int store = func == 2 && kx == K_F32 && by->itemsize == 2;
@@ -586,7 +587,7 @@ static PyMethodDef methods[] = {
      "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},
     {"elementwise", py_elementwise, METH_VARARGS,
      "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3), "
-     "exp of arguments <= 0 (4)."},
+     "exp of arguments <= 0 (4), the wide rows' exp of arguments <= 0 (5)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> str: the instruction set the kernels run."},
     {"isas", py_isas, METH_NOARGS, "isas() -> tuple: the instruction sets this CPU runs."},
     {"set_isa", py_set_isa, METH_O, "set_isa(name): run the kernels built for `name`."},

@@ -32,8 +32,12 @@
 #define EXPN NAME(exp_nonpos_f64)
 #define LOGT NAME(log_f64)
 #define SEL sel_f64
+#if defined(__AVX512F__)
+#define EXP_SUM_ROW NAME(exp_sum_row_f64)
+#endif
 #include "rows.h"
 #include "elementwise.h"
+#undef EXP_SUM_ROW
 #undef S
 #undef T
 #undef SFX

@@ -1,7 +1,11 @@
 /* The row kernels for one storage dtype S computed in T, included by isa.h per dtype.
  *
  * Expects: S, T, SFX (name suffix), LD(s) -> T, ST(t) -> S, EXPT, EXPN (exp of x <= 0 or
- * NaN: every exp(x - max) below), LOGT, SEL (c ? a : b for T), SAME (S is T).
+ * NaN: every exp(x - max) below), LOGT, SEL (c ? a : b for T), SAME (S is T). Optional:
+ * EXP_SUM_ROW(x, n, m, e, w, dot, sum_w), an instruction set's own loop along a contiguous
+ * row for the sum of exp(x_j - m) (each exp stored in e unless it is NULL) and, unless dot
+ * is NULL, sum_j w_j (x_j - m) and sum_j w_j (see exp_sum_row_f64); where it is defined,
+ * it replaces the compiler-vectorized exp loops of the wide rows.
  *
  * Shapes: a block is (R, C) with element strides (rs, cs); per-row arrays are (R,).
  * Each row is computed from that row alone, in a fixed order, so a row's result never
@@ -168,6 +172,9 @@ static inline T K(nan_of)(const T *x, ptrdiff_t stride, ptrdiff_t n)
 /* sum_j exp(x_j - m), storing each exp in e when e is not NULL. */
 static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
 {
+#ifdef EXP_SUM_ROW
+    return EXP_SUM_ROW(xr, C, m, e, NULL, NULL, NULL);
+#else
     const ptrdiff_t B = C - C % EXP_BLOCK;
     T s = 0;
     if (e) {
@@ -192,6 +199,7 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
         }
     }
     return s;
+#endif
 }
 
 /* ---- wide rows ------------------------------------------------------------------- */
@@ -209,13 +217,18 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
 static ALWAYS_INLINE void K(pair_sum_exp)(const T *x0, const T *x1, ptrdiff_t C, T *e0, T *e1,
                                           T *max0, T *max1, T *sum0, T *sum1)
 {
-    const ptrdiff_t B = C - C % EXP_BLOCK;
     T m0 = -INFINITY, m1 = -INFINITY;
 #pragma omp simd reduction(max : m0, m1)
     for (ptrdiff_t j = 0; j < C; j++) {
         m0 = x0[j] > m0 ? x0[j] : m0;
         m1 = x1[j] > m1 ? x1[j] : m1;
     }
+#ifdef EXP_SUM_ROW
+    *max0 = m0, *max1 = m1;
+    *sum0 = EXP_SUM_ROW(x0, C, m0, e0, NULL, NULL, NULL);
+    *sum1 = EXP_SUM_ROW(x1, C, m1, e1, NULL, NULL, NULL);
+#else
+    const ptrdiff_t B = C - C % EXP_BLOCK;
     T s0 = 0, s1 = 0;
     if (e0) {
 #pragma omp simd reduction(+ : s0, s1)
@@ -247,6 +260,7 @@ static ALWAYS_INLINE void K(pair_sum_exp)(const T *x0, const T *x1, ptrdiff_t C,
         }
     }
     *max0 = m0, *max1 = m1, *sum0 = s0, *sum1 = s1;
+#endif
 }
 
 /* softmax (log = 0) or log_softmax (log = 1) of contiguous rows x0 and x1 into o0 and o1:
@@ -341,6 +355,9 @@ static inline T K(lse_row)(const T *x, ptrdiff_t C)
         if (m == (T)INFINITY) /* no exp needed: +inf, or NaN where the row holds one */
             return m + K(nan_of)(x, 1, C);
         const T base = m == -INFINITY ? (T)0 : m;
+#ifdef EXP_SUM_ROW
+        s += EXP_SUM_ROW(x + j0, (last ? C : j1) - j0, base, NULL, NULL, NULL, NULL);
+#else
         T part = 0;
 #pragma omp simd reduction(+ : part)
         for (ptrdiff_t j = j0; j < j1; j++)
@@ -352,6 +369,7 @@ static inline T K(lse_row)(const T *x, ptrdiff_t C)
                 part += v[j - j1];
         }
         s += part;
+#endif
     }
     return (m == -INFINITY ? (T)0 : m) + LOGT(s);
 }
@@ -451,6 +469,9 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         const T x_y = xr[y]; /* read before the gradient may overwrite the row */
         T s = 0, dot = 0;
         if (eps != 0) { /* sum_c w_c (x_c - m), for the smoothing term */
+#ifdef EXP_SUM_ROW
+            s = EXP_SUM_ROW(xr, C, m, orow, cw, &dot, NULL);
+#else
             const ptrdiff_t B = C - C % EXP_BLOCK;
             if (cw) {
 #pragma omp simd reduction(+ : s, dot)
@@ -481,6 +502,7 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
                     s += v[j - B];
                 }
             }
+#endif
         } else {
             s = K(sum_exp)(xr, C, m, o ? orow : NULL); /* no stores without a gradient */
         }
@@ -552,6 +574,9 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
         S *o = O ? O + i * J->o_rs : NULL;
         T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
         T s = 0, sum_q = 0, dot = 0;
+#ifdef EXP_SUM_ROW
+        s = EXP_SUM_ROW(xr, C, m, orow, q, &dot, &sum_q);
+#else
         const ptrdiff_t B = C - C % EXP_BLOCK;
 #pragma omp simd reduction(+ : s, sum_q, dot)
         for (ptrdiff_t j = 0; j < B; j++) {
@@ -572,6 +597,7 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
                 s += v[j - B];
             }
         }
+#endif
         /* loss = sum_c q_c (lse - x_c) = (sum q) log s - sum_c q_c (x_c - m) */
         loss[i] = sum_q * LOGT(s) - dot;
         if (!o)
@@ -992,10 +1018,17 @@ static void K(narrow_ce)(const job_t *J, T *xt)
 #undef TLS
 
 #if SAME
-/* exp (func 0), log (1) or EXPN (4) of each entry of a contiguous array, for the tests. */
+/* exp (func 0), log (1), EXPN (4) or the wide rows' exp (5: EXP_SUM_ROW's where it is
+ * defined, else EXPN) of each entry of a contiguous array, for the tests. */
 static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int func)
 {
-    if (func == 4) { /* EXPN, for arguments <= 0 */
+#ifdef EXP_SUM_ROW
+    if (func == 5) {
+        EXP_SUM_ROW(x, n, (T)0, y, NULL, NULL, NULL);
+        return;
+    }
+#endif
+    if (func == 4 || func == 5) { /* EXPN, for arguments <= 0 */
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
             y[i] = EXPN(x[i]);
