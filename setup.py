@@ -19,6 +19,7 @@ from setuptools.command.build_ext import build_ext
 SOURCES = ["src/csrc/core.c"]
 HEADERS = [
     "src/csrc/elementwise.h",
+    "src/csrc/exp_row.h",
     "src/csrc/isa.h",
     "src/csrc/job.h",
     "src/csrc/mathfuncs.h",

@@ -1,79 +1,83 @@
 /* One instruction set's kernels: the element functions, then the row kernels for each
- * storage dtype (float16 and float32 computed in float, float64 in double). The includer
+ * storage dtype (float64 computed in double, float32 and float16 in float). The includer
  * defines NAME(f), which appends the instruction set's suffix. */
 
 #include "mathfuncs.h"
 #include "targets.h"
 
-#define SAME 1
-#define S float
-#define T float
-#define SFX f32
-#define LD(v) (v)
-#define ST(v) (v)
-#define EXPT NAME(exp_f32)
-#define EXPN NAME(exp_nonpos_f32)
-#define LOGT NAME(log_f32)
-#define SEL sel_f32
-#include "rows.h"
-#include "elementwise.h"
-#undef S
-#undef T
-#undef SFX
-#undef EXPT
-#undef EXPN
-#undef LOGT
-#undef SEL
-
-#define S double
+/* ---- computed in double: float64 ---- */
 #define T double
-#define SFX f64
 #define EXPT NAME(exp_f64)
 #define EXPN NAME(exp_nonpos_f64)
 #define LOGT NAME(log_f64)
 #define SEL sel_f64
 #if defined(__AVX512F__)
 #define EXP_SUM_ROW NAME(exp_sum_row_f64)
+#define EXP_LANES NAME(exp_lanes_f64)
 #endif
+
+#define SAME 1
+#define S double
+#define SFX f64
+#define LD(v) (v)
+#define ST(v) (v)
 #include "rows.h"
 #include "elementwise.h"
-#undef EXP_SUM_ROW
 #undef S
-#undef T
 #undef SFX
-#undef LD
-#undef ST
-#undef SAME
+
+#undef T
 #undef EXPT
 #undef EXPN
 #undef LOGT
 #undef SEL
+#undef EXP_SUM_ROW
+#undef EXP_LANES
+
+/* ---- computed in float: float32, then float16 ---- */
+#define T float
+#define EXPT NAME(exp_f32)
+#define EXPN NAME(exp_nonpos_f32)
+#define LOGT NAME(log_f32)
+#define SEL sel_f32
+#if defined(__AVX512F__)
+#define EXP_SUM_ROW NAME(exp_sum_row_f32)
+#define EXP_LANES NAME(exp_lanes_f32)
+#endif
+
+#define S float
+#define SFX f32
+#include "rows.h"
+#include "elementwise.h"
+#undef S
+#undef SFX
+#undef LD
+#undef ST
+#undef SAME
 
 #define SAME 0
 #define S uint16_t
-#define T float
 #define SFX f16
 #define LD(v) NAME(half_to_f32)(v)
 #define ST(v) NAME(f32_to_half)(v)
 #define LD_ROW(s, t, n) NAME(half_row_to_f32)((s), (t), (n))
 #define ST_ROW(t, s, n) NAME(f32_row_to_half)((t), (s), (n))
-#define EXPT NAME(exp_f32)
-#define EXPN NAME(exp_nonpos_f32)
-#define LOGT NAME(log_f32)
-#define SEL sel_f32
 #include "rows.h"
 #undef S
-#undef T
 #undef SFX
-#undef SEL
 #undef LD
 #undef ST
 #undef LD_ROW
 #undef ST_ROW
 #undef SAME
+
+#undef T
 #undef EXPT
 #undef EXPN
 #undef LOGT
+#undef SEL
+#undef EXP_SUM_ROW
+#undef EXP_LANES
 
 /* float16 <-> float32 over contiguous arrays: the elementwise losses' float16 blocks
  * (softxent._native.convert_block) and the tests of the conversions. */

@@ -4,8 +4,9 @@
  * NaN: every exp(x - max) below), LOGT, SEL (c ? a : b for T), SAME (S is T). Optional:
  * EXP_SUM_ROW(x, n, m, e, w, dot, sum_w), an instruction set's own loop along a contiguous
  * row for the sum of exp(x_j - m) (each exp stored in e unless it is NULL) and, unless dot
- * is NULL, sum_j w_j (x_j - m) and sum_j w_j (see exp_sum_row_f64); where it is defined,
- * it replaces the compiler-vectorized exp loops of the wide rows.
+ * is NULL, sum_j w_j (x_j - m) and sum_j w_j (see exp_row.h); where it is defined, it
+ * replaces the compiler-vectorized exp loops of the wide rows, as EXP_LANES(x, m, v, n)
+ * (v_r = exp(x_r - m_r)) replaces those of the narrow tiles (see TILE_EXPS).
  *
  * Shapes: a block is (R, C) with element strides (rs, cs); per-row arrays are (R,).
  * Each row is computed from that row alone, in a fixed order, so a row's result never
@@ -616,6 +617,17 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
 #define TL NARROW_TILE
 #define TLS NARROW_STRIDE
 
+/* The exps of one class of a tile, exp(xc[r] - m[r]) for each row r: where the build has
+ * EXP_LANES they are computed ahead into ex (TILE_EXPS) and read from it, else each is
+ * computed where it is used (TILE_EXP(ex, r, d) is then EXPN(d)). */
+#ifdef EXP_LANES
+#define TILE_EXPS(xc, m, ex) EXP_LANES((xc), (m), (ex), TL)
+#define TILE_EXP(ex, r, d) ((ex)[r])
+#else
+#define TILE_EXPS(xc, m, ex) (void)(ex)
+#define TILE_EXP(ex, r, d) EXPN(d)
+#endif
+
 /* Part c of C of the prefetch of the n rows from x (row stride rs, classes contiguous):
  * the cache lines of the next tile, spread over the current tile's gather. The hardware
  * prefetchers do not follow vector gathers, and one burst of prefetches stalls on the
@@ -712,17 +724,19 @@ static inline void K(tile_sum_exp)(const T *xt, ptrdiff_t C, const T *m, T *s, T
     for (int r = 0; r < TL; r++)
         s[r] = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
+        T ex[TL];
+        TILE_EXPS(xt + c * TLS, m, ex);
         if (et) {
 #pragma omp simd
             for (int r = 0; r < TL; r++) {
-                T v = EXPN(xt[c * TLS + r] - m[r]);
+                T v = TILE_EXP(ex, r, xt[c * TLS + r] - m[r]);
                 et[c * TLS + r] = v;
                 s[r] += v;
             }
         } else {
 #pragma omp simd
             for (int r = 0; r < TL; r++)
-                s[r] += EXPN(xt[c * TLS + r] - m[r]);
+                s[r] += TILE_EXP(ex, r, xt[c * TLS + r] - m[r]);
         }
     }
 }
@@ -738,10 +752,12 @@ static inline void K(tile_sum_exp_dot)(T *xt, ptrdiff_t C, const T *m, T *s, con
         s[r] = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
         const T w = cw ? cw[c] : (T)1;
+        T ex[TL];
+        TILE_EXPS(xt + c * TLS, m, ex);
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
             T d = xt[c * TLS + r] - m[r];
-            T v = EXPN(d);
+            T v = TILE_EXP(ex, r, d);
             dot[r] += w * d;
             xt[c * TLS + r] = v;
             s[r] += v;
@@ -843,6 +859,8 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
     for (ptrdiff_t c = 0; c < C; c++) {
         T *xc = xt + c * TLS, *qc = qt + c * TLS;
         const T scale = scaled ? sc[c] : (T)1, off = offset ? of[c] : (T)0;
+        T ex[TL];
+        TILE_EXPS(xc, m, ex);
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
             T q = qc[r];
@@ -851,7 +869,7 @@ static ALWAYS_INLINE void K(prob_pass)(ptrdiff_t C, T *xt, T *qt, const T *m, T 
             if (offset)
                 q = q + off;
             T d = xc[r] - m[r];
-            T v = EXPN(d);
+            T v = TILE_EXP(ex, r, d);
             s[r] += v;
             sum_q[r] += q;
             dot[r] += q * d;
@@ -1016,6 +1034,8 @@ static void K(narrow_ce)(const job_t *J, T *xt)
 
 #undef TL
 #undef TLS
+#undef TILE_EXPS
+#undef TILE_EXP
 
 #if SAME
 /* exp (func 0), log (1), EXPN (4) or the wide rows' exp (5: EXP_SUM_ROW's where it is

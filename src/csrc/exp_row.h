@@ -1,0 +1,57 @@
+/* The row kernels' exp loops in AVX-512 intrinsics for one dtype, included by mathfuncs.h
+ * (float32, float64) with ER_T (the element), ER_V (its vector), ER_MASK (a lane mask),
+ * ER_LANES, ER_OP(op) (the intrinsic _mm512_<op>_ps or _pd), ER_EXP (the vector exp of
+ * arguments <= 0), ER_NAME and ER_LANES_NAME (the two functions' names) defined; it
+ * undefines them.
+ *
+ * ER_NAME(x, n, m, e, w, dot, sum_w) = sum_j exp(x_j - m) over the n entries of contiguous
+ * row x, each exp stored in e[j] unless e is NULL (e may be x: every entry is read before
+ * it is overwritten). When dot is not NULL, also *dot = sum_j w_j (x_j - m) (w NULL: all
+ * ones) and, when sum_w is not NULL, *sum_w = sum_j w_j: the sums the label smoothing and
+ * the probability targets need, in the same pass. Each sum runs in ER_LANES lanes, added
+ * up at the end, in the same order whatever else is computed. The last n % ER_LANES
+ * entries take one masked vector: lanes past the row are neither read, added nor stored.
+ */
+
+static ALWAYS_INLINE ER_T ER_NAME(const ER_T *x, ptrdiff_t n, ER_T m, ER_T *e, const ER_T *w,
+                                  ER_T *dot, ER_T *sum_w)
+{
+    const ER_V vm = ER_OP(set1)(m), one = ER_OP(set1)((ER_T)1);
+    ER_V s = ER_OP(setzero)(), sd = s, sw = s;
+    for (ptrdiff_t j = 0; j < n; j += ER_LANES) {
+        const ER_MASK k = n - j >= ER_LANES ? (ER_MASK)-1 : (ER_MASK)((1u << (n - j)) - 1u);
+        ER_V d = ER_OP(sub)(ER_OP(maskz_loadu)(k, x + j), vm);
+        if (dot) {
+            ER_V wj = w ? ER_OP(maskz_loadu)(k, w + j) : one;
+            sd = ER_OP(mask3_fmadd)(wj, d, sd, k);
+            if (sum_w)
+                sw = ER_OP(mask_add)(sw, k, sw, wj);
+        }
+        ER_V v = ER_EXP(d);
+        if (e)
+            ER_OP(mask_storeu)(e + j, k, v);
+        s = ER_OP(mask_add)(s, k, s, v);
+    }
+    if (dot)
+        *dot = ER_OP(reduce_add)(sd);
+    if (sum_w)
+        *sum_w = ER_OP(reduce_add)(sw);
+    return ER_OP(reduce_add)(s);
+}
+
+/* v[r] = exp(x[r] - m[r]) for r < n, n a multiple of ER_LANES: the exps of a narrow
+ * tile's class, one per row. */
+static ALWAYS_INLINE void ER_LANES_NAME(const ER_T *x, const ER_T *m, ER_T *v, int n)
+{
+    for (int r = 0; r < n; r += ER_LANES)
+        ER_OP(storeu)(v + r, ER_EXP(ER_OP(sub)(ER_OP(loadu)(x + r), ER_OP(loadu)(m + r))));
+}
+
+#undef ER_T
+#undef ER_V
+#undef ER_MASK
+#undef ER_LANES
+#undef ER_OP
+#undef ER_EXP
+#undef ER_NAME
+#undef ER_LANES_NAME
