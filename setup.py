@@ -25,6 +25,8 @@ HEADERS = [
     "src/csrc/mathfuncs.h",
     "src/csrc/rows.h",
     "src/csrc/targets.h",
+    "src/csrc/tile_avx512.h",
+    "src/csrc/tile_io.h",
 ]
 
 

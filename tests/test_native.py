@@ -996,3 +996,60 @@ def test_loss_with_gradient_is_the_forward_loss_bit_for_bit(isa, num_classes, dt
     forward = sx.cross_entropy(x, target, reduction="none", **kwargs)
     loss, _ = sx.cross_entropy_with_grad(x, target, reduction="none", **kwargs)
     np.testing.assert_array_equal(loss, forward)
+
+
+def _narrow_kernels(x, rng):
+    """Every narrow kernel as ``kernel(block, out, result)`` on problems of ``x``'s shape."""
+    rows, num_classes = x.shape
+    ct = np.float64 if x.dtype == np.float64 else np.float32
+    y = rng.integers(0, num_classes, rows)
+    weight = rng.uniform(0.5, 2.0, num_classes).astype(ct)
+    valid = rng.random(rows) > 0.1
+    wy = np.where(valid, weight[y], 0).astype(ct)
+    t = random_probs(x.shape, -1, x.dtype, seed=num_classes)
+    g = rng.standard_normal(rows).astype(ct)
+    weight_sum = float(weight.sum())
+    return [
+        lambda b, o, r: _native.softmax_block(b, o, log=False),
+        lambda b, o, r: _native.softmax_block(b, o, log=True),
+        lambda b, o, r: _native.logsumexp_block(b, r),
+        lambda b, o, r: _native.ce_index_block(b, y, wy, valid, g, weight, 0.1, weight_sum, r, o),
+        lambda b, o, r: _native.ce_index_block(b, y, None, None, 1.0, None, 0.0, 0.0, r, o),
+        lambda b, o, r: _native.ce_prob_block(b, t, g, None, None, r, o),
+    ]
+
+
+def _run_into_padded_rows(kernel, block):
+    """``kernel``'s outputs for ``block``: the per-row one, and the block-shaped one written
+    into rows 5 entries longer, whose padding must come back untouched."""
+    rows, num_classes = block.shape
+    sentinel = np.array(7.5, block.dtype)
+    padded = np.full((rows, num_classes + 5), sentinel, block.dtype)
+    result = np.zeros(rows, np.float64 if block.dtype == np.float64 else np.float32)
+    with np.errstate(all="ignore"):
+        assert kernel(block, padded[:, :num_classes], result)
+    assert (padded[:, num_classes:] == sentinel).all()
+    return padded[:, :num_classes], result
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("padded", [False, True])
+def test_narrow_tiles_moved_through_registers_are_the_tiles_moved_entry_by_entry(
+    isa, dtype, padded
+):
+    # Narrow rows with contiguous classes enter and leave their tiles a group of rows at
+    # a time through a transpose in registers (AVX-512); any other layout, entry by entry.
+    # The two must give the same bits for every class count of the narrow kernels, with
+    # 64 + 16 + 5 rows (a full tile, then a partial tile of one group and five single
+    # rows), and the outputs' masked stores must leave the bytes past each row alone.
+    rng = np.random.default_rng(11)
+    for num_classes in range(1, 33):
+        x = _special_logits(rng, (85, num_classes), dtype)
+        if padded:  # rows further apart than C, NaN between them
+            x = np.pad(x, ((0, 0), (0, 3)), constant_values=np.nan)[:, :num_classes]
+        by_entry = np.asfortranarray(x)  # classes not contiguous: the element transpose
+        for kernel in _narrow_kernels(x, rng):
+            out, result = _run_into_padded_rows(kernel, x)
+            expected_out, expected_result = _run_into_padded_rows(kernel, by_entry)
+            np.testing.assert_array_equal(out, expected_out, strict=True)
+            np.testing.assert_array_equal(result, expected_result, strict=True)

@@ -4,6 +4,9 @@
 
 #include "mathfuncs.h"
 #include "targets.h"
+#if defined(__AVX512F__)
+#include "tile_avx512.h"
+#endif
 
 /* ---- computed in double: float64 ---- */
 #define T double
@@ -21,10 +24,18 @@
 #define SFX f64
 #define LD(v) (v)
 #define ST(v) (v)
+#if defined(__AVX512F__)
+#define TILE_GROUP 8
+#define TILE_LOAD(x, rs, C, t) NAME(tile_load_f64)((x), (rs), (C), (t), NARROW_STRIDE)
+#define TILE_STORE(o, rs, C, t) NAME(tile_store_f64)((o), (rs), (C), (t), NARROW_STRIDE)
+#endif
 #include "rows.h"
 #include "elementwise.h"
 #undef S
 #undef SFX
+#undef TILE_GROUP
+#undef TILE_LOAD
+#undef TILE_STORE
 
 #undef T
 #undef EXPT
@@ -47,10 +58,17 @@
 
 #define S float
 #define SFX f32
+#if defined(__AVX512F__)
+#define TILE_GROUP 16
+#define TILE_LOAD(x, rs, C, t) NAME(tile_load_f32)((x), (rs), (C), (t), NARROW_STRIDE)
+#define TILE_STORE(o, rs, C, t) NAME(tile_store_f32)((o), (rs), (C), (t), NARROW_STRIDE)
+#endif
 #include "rows.h"
 #include "elementwise.h"
 #undef S
 #undef SFX
+#undef TILE_LOAD
+#undef TILE_STORE
 #undef LD
 #undef ST
 #undef SAME
@@ -62,6 +80,10 @@
 #define ST(v) NAME(f32_to_half)(v)
 #define LD_ROW(s, t, n) NAME(half_row_to_f32)((s), (t), (n))
 #define ST_ROW(t, s, n) NAME(f32_row_to_half)((t), (s), (n))
+#if defined(__AVX512F__)
+#define TILE_LOAD(x, rs, C, t) NAME(tile_load_f16)((x), (rs), (C), (t), NARROW_STRIDE)
+#define TILE_STORE(o, rs, C, t) NAME(tile_store_f16)((o), (rs), (C), (t), NARROW_STRIDE)
+#endif
 #include "rows.h"
 #undef S
 #undef SFX
@@ -69,6 +91,9 @@
 #undef ST
 #undef LD_ROW
 #undef ST_ROW
+#undef TILE_GROUP
+#undef TILE_LOAD
+#undef TILE_STORE
 #undef SAME
 
 #undef T
