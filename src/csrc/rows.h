@@ -1099,8 +1099,9 @@ static int K(run)(const job_t *J)
     const ptrdiff_t C = J->classes;
     /* The losses take one regime for a class count, gradient or not: the loss of
      * cross_entropy_with_grad is cross_entropy's, bit for bit. */
-    const int narrow =
-        C <= (J->op == OP_LOGSUMEXP ? NARROW_LOGSUMEXP_MAX_CLASSES : NARROW_MAX_CLASSES);
+    const ptrdiff_t lse_max = sizeof(T) == sizeof(double) ? NARROW_LOGSUMEXP_MAX_CLASSES_F64
+                                                          : NARROW_LOGSUMEXP_MAX_CLASSES;
+    const int narrow = C <= (J->op == OP_LOGSUMEXP ? lse_max : NARROW_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
     size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
