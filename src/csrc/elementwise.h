@@ -1,7 +1,8 @@
 /* The block kernels of the elementwise losses for one dtype T, included by isa.h for float
  * and double (float16 blocks run the NumPy kernels).
  *
- * Expects: T, SFX (name suffix), EXPT, LOGT, SEL (c ? a : b for T), and rows.h's CAT2.
+ * Expects: T, SFX (name suffix), EXPT, EXPN (exp of x <= 0 or NaN), LOGT, SEL (c ? a : b
+ * for T), and rows.h's CAT2.
  *
  * Each element is computed alone, from the formulas and in the operation order of the
  * NumPy kernels in softxent/_elementwise_kernels.py (the reference they are tested
@@ -55,18 +56,23 @@ static ALWAYS_INLINE void EW(bce_logits_row)(EW_ROW_ARGS)
         T xv = x[j], tv = t[j];
         T pt = hp ? (p[j] - (T)1) * tv + (T)1 : (T)1; /* 1 + (p - 1) t */
         T c = SEL(xv < (T)0, -xv, xv);                  /* |x|, NaN kept */
-        T e = EXPT(-c), u = e + (T)1;                   /* one exp for both terms */
+        T e = EXPN(-c), u = e + (T)1, r = (T)1 / u;    /* one exp and one division */
         if (dg) {
             /* sigmoid(x) = 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below:
              * the NumPy kernel's value within rounding, without a second exp (below
              * x = -87 in float32 it keeps a subnormal where 1 / (1 + inf) gives 0). */
-            T s = SEL(xv < (T)0, e, (T)1) / u;
+            T s = SEL(xv < (T)0, e, (T)1) * r;
             T r = hp ? pt * s - p[j] * tv : s - tv;
             if (hw)
                 r = r * w[j];
             grad[j] = r * (hg ? g[j] : gs);
         }
-        T sp = EW(log1p)(e) + (c - xv) * (T)0.5; /* softplus(-x) */
+        /* log1p(e) = log(u) + log(1 + (e - (u - 1)) / u): u - 1 is exact (u in [1, 2]),
+         * so the second term is the rounding of u, taken to first order (exact to below
+         * half an ulp of the result; where u rounds to 1 it gives e itself). The NumPy
+         * kernel's Kahan form needs a second division. */
+        T l1p = LOGT(u) + (e - (u - (T)1)) * r;
+        T sp = l1p + (c - xv) * (T)0.5; /* softplus(-x) */
         if (hp)
             sp = sp * pt;
         T l = ((T)1 - tv) * xv + sp;
