@@ -18,6 +18,7 @@ from setuptools.command.build_ext import build_ext
 
 SOURCES = ["src/csrc/core.c"]
 HEADERS = [
+    "src/csrc/buffers.h",
     "src/csrc/elementwise.h",
     "src/csrc/exp_row.h",
     "src/csrc/isa.h",

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "job.h"
+#include "buffers.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h> /* F16C and AVX-512 conversions, used inside the target regions */
@@ -588,6 +589,11 @@ static PyMethodDef methods[] = {
     {"elementwise", py_elementwise, METH_VARARGS,
      "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3), "
      "exp of arguments <= 0 (4), the wide rows' exp of arguments <= 0 (5)."},
+    {"buffer", py_buffer, METH_O,
+     "buffer(nbytes) -> Buffer: a writable block, kept for a later call when freed."},
+    {"set_buffer_cache", py_set_buffer_cache, METH_O,
+     "set_buffer_cache(limit) -> (bytes, blocks): what freed Buffers keep (before the call); "
+     "keep at most limit bytes from now on (limit < 0: unchanged)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> str: the instruction set the kernels run."},
     {"isas", py_isas, METH_NOARGS, "isas() -> tuple: the instruction sets this CPU runs."},
     {"set_isa", py_set_isa, METH_O, "set_isa(name): run the kernels built for `name`."},
@@ -602,5 +608,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__core(void)
 {
     detect();
+    if (PyType_Ready(&BufferType) < 0)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -19,6 +19,7 @@ from softxent._linear_cross_entropy import (
     linear_cross_entropy_with_grad,
 )
 from softxent._one_hot import one_hot
+from softxent._output_cache import get_output_cache, set_output_cache
 from softxent._regression import mse_loss, mse_loss_with_grad
 from softxent._score import ScoreResult, score
 from softxent._softmax import log_softmax, logsumexp, softmax
@@ -37,6 +38,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "get_num_threads",
+    "get_output_cache",
     "kl_div",
     "kl_div_with_grad",
     "linear_cross_entropy",
@@ -49,5 +51,6 @@ __all__ = [
     "one_hot",
     "score",
     "set_num_threads",
+    "set_output_cache",
     "softmax",
 ]

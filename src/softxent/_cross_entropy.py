@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from softxent import _blocks, _kernels, _native
 from softxent._blocks import RowBlocks
+from softxent._output_cache import empty_like
 from softxent._reduction import Loss, mean_scale, reduce_losses, target_weights
 from softxent._rowwise import compute_dtype, for_each_block, work_buffer
 from softxent._validation import (
@@ -528,7 +529,7 @@ def cross_entropy_with_grad(
 
 def _check_out(out: Any, x: np.ndarray) -> np.ndarray:
     if out is None:
-        return np.empty_like(x)
+        return empty_like(x)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != x.shape:

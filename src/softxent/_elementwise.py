@@ -27,6 +27,7 @@ from softxent import _native
 from softxent._blocks import RowBlocks, Task
 from softxent._cross_entropy import LossAndGrad
 from softxent._kernels import Consts
+from softxent._output_cache import empty_like
 from softxent._reduction import mean_scale, reduce_block_sums
 from softxent._rowwise import compute_dtype, for_each_block
 from softxent._validation import check_grad_output
@@ -181,7 +182,7 @@ def evaluate(
     assert x is not None
     ct = compute_dtype(dtype, x.dtype)
     loss_out = np.empty(x.shape, dtype) if reduction == "none" else None
-    grad_out = np.empty_like(x) if with_grad else None
+    grad_out = empty_like(x) if with_grad else None
     g: float | np.ndarray = 1.0
     if with_grad:
         g = check_grad_output(grad_output, reduction, x.shape)

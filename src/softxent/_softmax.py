@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike
 
 from softxent import _kernels, _native
 from softxent._blocks import RowBlocks
+from softxent._output_cache import empty_like
 from softxent._rowwise import compute_dtype, for_each_block
 from softxent._validation import as_float_array, normalize_axis
 
@@ -113,7 +114,7 @@ def _map_rows(x: ArrayLike, axis: int, op: str) -> np.ndarray:
         _zero_dim_axis(axis)
         return np.full_like(array, 1.0 if op == "softmax" else 0.0)
     axis = normalize_axis(axis, array.ndim)
-    out = np.empty_like(array)  # same memory layout as x
+    out = empty_like(array)  # same memory layout as x
     if out.size == 0:
         return out
     ct = compute_dtype(array.dtype)
