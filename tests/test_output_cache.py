@@ -75,6 +75,7 @@ def test_a_freed_output_serves_the_next_output_of_its_size(cache):
         ],
         lambda x: sx.binary_cross_entropy_with_logits_with_grad(x, np.full_like(x, 0.25))[1],
         lambda x: sx.mse_loss_with_grad(x, np.zeros_like(x))[1],
+        lambda x: sx.kl_div(x, np.full_like(x, 0.5), reduction="none"),
     ],
 )
 def test_kept_memory_never_changes_a_result(cache, fn):
@@ -99,12 +100,13 @@ def test_kept_memory_never_changes_a_result(cache, fn):
 def test_outputs_have_numpy_empty_likes_layout(cache, order, dtype):
     x = _logits(dtype, order)
     for _ in range(2):  # fresh, then kept memory
-        out = _output_cache.empty_like(x)
-        like = np.empty_like(x)
-        assert (out.shape, out.dtype, out.strides) == (like.shape, like.dtype, like.strides)
-        assert out.flags.writeable and out.flags.aligned
-        assert out.ctypes.data % 64 == 0
-        del out
+        for as_dtype in (None, np.float64):
+            out = _output_cache.empty_like(x, as_dtype)
+            like = np.empty_like(x, as_dtype)
+            assert (out.shape, out.dtype, out.strides) == (like.shape, like.dtype, like.strides)
+            assert out.flags.writeable and out.flags.aligned
+            assert out.ctypes.data % 64 == 0
+            del out
     strided = x[:, ::2]
     assert _output_cache.empty_like(strided).strides == np.empty_like(strided).strides
 

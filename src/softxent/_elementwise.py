@@ -181,7 +181,7 @@ def evaluate(
     x = operands[0]
     assert x is not None
     ct = compute_dtype(dtype, x.dtype)
-    loss_out = np.empty(x.shape, dtype) if reduction == "none" else None
+    loss_out = empty_like(x, dtype) if reduction == "none" else None
     grad_out = empty_like(x) if with_grad else None
     g: float | np.ndarray = 1.0
     if with_grad:

@@ -18,6 +18,7 @@ import os
 from typing import Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from softxent._native import core
 
@@ -96,17 +97,19 @@ def get_output_cache() -> int:
     return _limit
 
 
-def empty_like(a: np.ndarray) -> np.ndarray:
-    """An uninitialized array of ``a``'s shape, dtype and layout (as ``numpy.empty_like``),
-    from a kept block when it is large and C- or Fortran-contiguous."""
-    if core is None or a.nbytes < MIN_BYTES or _limit == 0:
-        return np.empty_like(a)
+def empty_like(a: np.ndarray, dtype: DTypeLike | None = None) -> np.ndarray:
+    """An uninitialized array of ``a``'s shape and layout and of ``dtype`` (default:
+    ``a``'s), as ``numpy.empty_like``; from a kept block when it is large and ``a`` C- or
+    Fortran-contiguous."""
+    dt = a.dtype if dtype is None else np.dtype(dtype)
+    if core is None or a.size * dt.itemsize < MIN_BYTES or _limit == 0:
+        return np.empty_like(a, dt)
     order: Literal["C", "F"]
     if a.flags.c_contiguous:
         order = "C"
     elif a.flags.f_contiguous:
         order = "F"
     else:  # numpy.empty_like keeps the strides' order
-        return np.empty_like(a)
-    flat = np.frombuffer(core.buffer(a.nbytes), dtype=a.dtype)
+        return np.empty_like(a, dt)
+    flat = np.frombuffer(core.buffer(a.size * dt.itemsize), dtype=dt)
     return flat.reshape(a.shape, order=order)
