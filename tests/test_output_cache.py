@@ -181,3 +181,13 @@ def test_the_environment_variable_sets_the_limit():
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stdout.strip() == "12345"
+
+
+@needs_core
+def test_with_the_numpy_kernels_forced_outputs_are_numpys(cache, monkeypatch):
+    # As SOFTXENT_NATIVE=0 runs (and as the benchmark times the fallback in-process).
+    x = _logits()
+    assert sx.softmax(x).base is not None  # a view of a kept buffer
+    monkeypatch.setattr(_native, "core", None)
+    out = sx.softmax(x)
+    assert out.base is None and out.flags.owndata

@@ -21,6 +21,7 @@ from softxent._cross_entropy import (
     CrossEntropyCall,
     cross_entropy_targets,
 )
+from softxent._output_cache import empty_like
 from softxent._validation import Reduction
 from softxent.torch._algebra import make_plan, rows_pass
 from softxent.torch._autograd import keep_graph, refuse_double_backward, scale_saved_gradient
@@ -239,7 +240,7 @@ def _forward_numpy(input, target, weight, options, need_grad):
     if not need_grad:
         return _loss_tensor(call.loss()), None
     inplace = options.inplace_backward
-    grad = x if inplace else np.empty_like(x)
+    grad = x if inplace else empty_like(x)
     loss = _loss_tensor(call.loss(grad))
     if inplace:
         # NumPy wrote into the input behind torch's back: bump its version counter so that
