@@ -64,7 +64,8 @@ def set_output_cache(max_bytes: int) -> None:
     physical memory, or the environment variable ``SOFTXENT_OUTPUT_CACHE`` in bytes), and
     they stay in memory until reused, pushed out by newer ones, or released: ``0`` keeps
     nothing and frees what is kept now. When memory runs short, an output of another size
-    frees what is kept before it fails.
+    frees what is kept before it fails. Such outputs are ordinary writable arrays whose
+    ``base`` is the block (so, as for any view, ``ndarray.resize`` refuses them).
 
     Parameters
     ----------
