@@ -14,9 +14,10 @@
  * each, cache_limit bytes in all (the oldest go first), and hands a block out again only
  * for a request of exactly its size. Kept blocks stay resident: marking their pages
  * MADV_FREE (for the OS to take back under memory pressure) measured as slow as fresh
- * pages (softmax 0.47-0.49 ns per logit, against 0.31-0.33 without it). Blocks are tracked by tracemalloc while a
- * Buffer holds them (domain BUFFER_TRACE_DOMAIN), as NumPy's own arrays are. The GIL
- * guards the cache: a Buffer is made and freed only with it held. */
+ * pages (softmax 0.47-0.49 ns per logit, against 0.31-0.33 without it). Blocks are
+ * tracked by tracemalloc while a Buffer holds them (domain BUFFER_TRACE_DOMAIN), as
+ * NumPy's own arrays are. The GIL guards the cache: a Buffer is made and freed only with
+ * it held. The module exports BUFFER_MIN_BYTES, below which softxent asks for no Buffer. */
 
 #define BUFFER_SLOTS 2
 #define BUFFER_MIN_BYTES ((size_t)1 << 22)

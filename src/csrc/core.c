@@ -610,5 +610,8 @@ PyMODINIT_FUNC PyInit__core(void)
     detect();
     if (PyType_Ready(&BufferType) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "BUFFER_MIN_BYTES", (long)BUFFER_MIN_BYTES) < 0)
+        Py_CLEAR(m);
+    return m;
 }

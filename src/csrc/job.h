@@ -94,9 +94,10 @@ static inline double sel_f64(int c, double a, double b)
  * lanes across rows save). The cross-entropy forward keeps NARROW_MAX_CLASSES, the limit
  * of its gradient, so that its loss is the gradient call's bit for bit. The limits are
  * where the two regimes measured even (one thread, x86-64-v4; the float64 logsumexp limit
- * on 2 threads, where rows of 56-128 classes ran 1.2-1.7x faster along the row). Longer rows are vectorized along the row. In a tile, one class's
- * entries lie NARROW_STRIDE apart: the 16 entries of padding keep the transposes' strided
- * accesses off a power-of-two stride (measured 10-20% faster). */
+ * on 2 threads, where rows of 56-128 classes ran 1.2-1.55x faster along the row). Longer
+ * rows are vectorized along the row. In a tile, one class's entries lie NARROW_STRIDE
+ * apart: the 16 entries of padding keep the transposes' strided accesses off a
+ * power-of-two stride (measured 10-20% faster). */
 #define NARROW_MAX_CLASSES 32
 #define NARROW_LOGSUMEXP_MAX_CLASSES 128
 #define NARROW_LOGSUMEXP_MAX_CLASSES_F64 48

@@ -680,20 +680,13 @@ static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n
                              T *xt, ptrdiff_t rows_left)
 {
     const ptrdiff_t n_next = cs != 1 ? 0 : rows_left - TL < TL ? rows_left - TL : TL;
+    ptrdiff_t r0 = 0; /* rows already in the tile: those of whole groups */
 #ifdef TILE_LOAD
-    if (cs == 1 && C <= NARROW_MAX_CLASSES) { /* TILE_GROUP rows at a time in registers */
-        ptrdiff_t r0 = 0;
+    if (cs == 1 && C <= NARROW_MAX_CLASSES) {
         for (; r0 + TILE_GROUP <= n; r0 += TILE_GROUP)
             TILE_LOAD(x + r0 * rs, rs, C, xt + r0);
         if (r0 == TL)
             return;
-        for (ptrdiff_t c = 0; c < C; c++) {
-            for (ptrdiff_t r = r0; r < n; r++)
-                xt[c * TLS + r] = LD(x[r * rs + c]);
-            for (ptrdiff_t r = n; r < TL; r++)
-                xt[c * TLS + r] = 0;
-        }
-        return;
     }
 #endif
     for (ptrdiff_t c = 0; c < C; c++) {
@@ -701,13 +694,13 @@ static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n
         T *dst = xt + c * TLS;
         if (n_next > 0)
             K(prefetch_part)(x + TL * rs, rs, n_next, C, c);
-        if (n == TL) {
+        if (n == TL) { /* then r0 = 0: whole tiles of contiguous classes returned above */
 #pragma omp simd
             for (int r = 0; r < TL; r++)
                 dst[r] = LD(xc[r * rs]);
             continue;
         }
-        for (ptrdiff_t r = 0; r < n; r++)
+        for (ptrdiff_t r = r0; r < n; r++)
             dst[r] = LD(xc[r * rs]);
         for (ptrdiff_t r = n; r < TL; r++)
             dst[r] = 0;

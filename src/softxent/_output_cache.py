@@ -22,8 +22,9 @@ from numpy.typing import DTypeLike
 
 from softxent import _native
 
-#: Outputs smaller than this many bytes are NumPy's own (the core keeps no smaller blocks).
-MIN_BYTES = 1 << 22
+#: Outputs smaller than this many bytes are NumPy's own: the core keeps no smaller blocks
+#: (and glibc's free lists already reuse them).
+MIN_BYTES = 1 << 22 if _native.core is None else _native.core.BUFFER_MIN_BYTES
 
 _ENV = "SOFTXENT_OUTPUT_CACHE"
 
