@@ -59,14 +59,15 @@ def set_output_cache(max_bytes: int) -> None:
 
     softxent's large outputs (a gradient, a softmax: 4 MiB and more) come from memory that
     an earlier output of the same size left behind, when there is some: a fresh array's
-    pages are zeroed by the OS on first touch, which at language-model sizes costs about
-    half the call (``softmax`` at 4096 x 32000 float32: 1.5x faster into kept memory). At
-    most two freed blocks are kept, ``max_bytes`` in all (default: an eighth of the
-    physical memory, or the environment variable ``SOFTXENT_OUTPUT_CACHE`` in bytes), and
-    they stay in memory until reused, pushed out by newer ones, or released: ``0`` keeps
-    nothing and frees what is kept now. When memory runs short, an output of another size
-    frees what is kept before it fails. Such outputs are ordinary writable arrays whose
-    ``base`` is the block (so, as for any view, ``ndarray.resize`` refuses them).
+    pages are zeroed by the OS on first touch, which at language-model sizes costs a third
+    to a half of the call (``softmax`` at 4096 x 32000 float32, 2 threads: 1.5-2x faster
+    into kept memory). At most two freed blocks are kept, ``max_bytes`` in all (default:
+    an eighth of the physical memory, or the environment variable ``SOFTXENT_OUTPUT_CACHE``
+    in bytes), and they stay in memory until reused, pushed out by newer ones, or
+    released: ``0`` keeps nothing and frees what is kept now. When memory runs short, an
+    output of another size frees what is kept before it fails. Such outputs are ordinary
+    writable arrays whose ``base`` is the block (so, as for any view, ``ndarray.resize``
+    refuses them).
 
     Parameters
     ----------
