@@ -10,6 +10,7 @@ against long double and NumPy's casts.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -21,7 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softxent as sx
-from softxent import _elementwise_kernels, _kernels, _native, _reduction, _validation
+from softxent import (
+    _cross_entropy,
+    _elementwise_kernels,
+    _kernels,
+    _native,
+    _reduction,
+    _validation,
+)
 
 from conftest import assert_close, logit_scale, random_probs, rtol_for
 
@@ -553,6 +561,64 @@ def test_class_index_block_with_negative_weights(num_classes, rows, dtype, smoot
         assert_close(grad, expected_grad, dtype, scale=logit_scale(x) * 4)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    num_classes=st.sampled_from([1, 3, 10, 32, 33, 100, 129, 700]),
+    rows=st.integers(1, 150),
+    dtype=DTYPES,
+    ignore=st.sampled_from(["-100", "0", "last"]),
+    weighted=st.booleans(),
+    smoothing=st.sampled_from([0.0, 0.2]),
+    with_grad=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_class_index_block_reads_targets_as_given_as_the_prepared_ones(
+    num_classes, rows, dtype, ignore, weighted, smoothing, with_grad, seed
+):
+    # The kernel finds ignored rows (y == ignore_index) and their weights class_weight[y]
+    # itself: the same bits as from the prepared arrays (y with 0 for ignored rows, the
+    # validity mask, the target weights), in every regime (narrow tiles, rows in pairs,
+    # one row at a time), whatever an ignored row's logits hold.
+    rng = np.random.default_rng(seed)
+    ct = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    ignore_index = {"-100": -100, "0": 0, "last": num_classes - 1}[ignore]
+    x = (rng.standard_normal((rows, num_classes)) * 3).astype(dtype)
+    raw = rng.integers(0, num_classes, rows)
+    raw[rng.random(rows) < 0.3] = ignore_index
+    valid = raw != ignore_index
+    x[~valid, 0] = np.nan  # an ignored row is exactly 0 even so
+    y = np.where(valid, raw, 0)
+    w = rng.uniform(-1.0, 2.0, num_classes).astype(ct) if weighted else None
+    wy = None if w is None else np.where(valid, w[y], 0).astype(ct)
+    weight_sum = float(num_classes if w is None else w.sum())
+    g = rng.standard_normal(rows).astype(ct)
+    for isa in ISAS:
+        core.set_isa(isa)
+        results = []
+        for targets in ((y, wy, valid, None), (raw, None, None, ignore_index)):
+            loss = np.empty(rows, ct)
+            grad = np.empty_like(x) if with_grad else None
+            yy, wwy, vv, ignore_arg = targets
+            assert _native.ce_index_block(
+                x, yy, wwy, vv, g, w, smoothing, weight_sum, loss, grad, ignore_arg
+            )
+            results.append((loss, grad))
+        core.set_isa(ISAS[-1])
+        (prepared_loss, prepared_grad), (loss, grad) = results
+        np.testing.assert_array_equal(loss.view(np.uint8), prepared_loss.view(np.uint8))
+        assert np.all(loss[~valid] == 0)
+        if with_grad:
+            np.testing.assert_array_equal(grad.view(np.uint8), prepared_grad.view(np.uint8))
+            assert np.all(grad[~valid] == 0)
+
+
+def test_class_index_block_refuses_prepared_arrays_with_targets_as_given():
+    x = np.zeros((4, 3), np.float32)
+    y = np.array([0, 1, -100, 2])
+    with pytest.raises(ValueError, match="take no wy or valid"):
+        core.ce_index(x, y, None, y >= 0, 1.0, None, 0.0, 3.0, np.empty(4, np.float32), None, -100)
+
+
 @pytest.mark.parametrize("num_classes", [32, 100, 101])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("scaled", [False, True])
@@ -625,7 +691,9 @@ def test_a_bad_per_row_array_is_named_with_the_dtype_it_needs(name, bad, expecte
     args[name] = bad
     loss = np.empty(4, np.float32)
     with pytest.raises(ValueError, match=expected):
-        core.ce_index(x, args["y"], args["wy"], args["valid"], 0.0, None, 0.0, 4.0, loss, None)
+        core.ce_index(
+            x, args["y"], args["wy"], args["valid"], 0.0, None, 0.0, 4.0, loss, None, None
+        )
 
 
 # ------------------------------------------- the elementwise losses' native block kernels
@@ -914,14 +982,26 @@ def test_class_targets_match_the_numpy_preparation(
     y[rng.random(rows) < ignored_share] = ignore_index
     weight = None if weight_dtype is None else rng.uniform(-1, 2, num_classes).astype(weight_dtype)
     want_y, want_valid = _validation.as_class_indices(y, num_classes, ignore_index)
-    want_wy, _ = _reduction.target_weights(want_y, want_valid, weight, np.dtype(np.float64))
+    want_wy, want_total = _reduction.target_weights(
+        want_y, want_valid, weight, np.dtype(np.float64)
+    )
+    exact_total = math.fsum([] if want_wy is None else want_wy.tolist())
     for isa in ISAS:  # the vector loops are built per instruction set
         core.set_isa(isa)
-        done = _native.class_targets(y, num_classes, ignore_index, weight)
+        checked = _native.check_class_targets(y, num_classes, ignore_index, weight)
+        assert checked is not None
+        first_bad, ignored, weight_total = checked
+        done = _native.fill_class_targets(y, ignore_index, weight, num_classes, ignored)
         core.set_isa(ISAS[-1])
         assert done is not None
-        first_bad, got_y, got_valid, got_wy = done
         assert first_bad == -1
+        assert ignored == (0 if want_valid is None else rows - np.count_nonzero(want_valid))
+        if weight is None:
+            assert weight_total == 0.0
+        else:  # the "mean" denominator: float64 sums in another order than NumPy's
+            assert weight_total == pytest.approx(want_total, rel=1e-12, abs=1e-12)
+            assert weight_total == pytest.approx(exact_total, rel=1e-12, abs=1e-12)
+        got_y, got_valid, got_wy = done
         np.testing.assert_array_equal(got_y, want_y)
         if want_valid is None:
             assert got_valid is None
@@ -946,13 +1026,63 @@ def test_class_targets_filled_in_parts_on_the_worker_threads(monkeypatch, thread
     before = sx.get_num_threads()
     sx.set_num_threads(threads)
     try:
-        first_bad, got_y, got_valid, got_wy = _native.class_targets(y, 9, -100, weight)
+        done = _native.fill_class_targets(y, -100, weight, 9, int(np.count_nonzero(y == -100)))
     finally:
         sx.set_num_threads(before)
-    assert first_bad == -1
+    assert done is not None
+    got_y, got_valid, got_wy = done
     np.testing.assert_array_equal(got_y, want_y)
     np.testing.assert_array_equal(got_valid, want_valid)
     np.testing.assert_array_equal(got_wy, want_wy.astype(np.float32))
+
+
+@pytest.mark.parametrize("rows", [50, 5000])  # one block (no thread hand-off), many blocks
+@pytest.mark.parametrize("num_classes", [7, 300])
+def test_targets_kept_as_given_reach_the_numpy_kernels_prepared(rows, num_classes):
+    # Logits the native kernel declines (not aligned to their dtype) run the NumPy kernels,
+    # which take the targets prepared from the ones kept as given: the same per-row losses
+    # and gradient, bit for bit, as when the targets are prepared in NumPy from the start.
+    rng = np.random.default_rng(rows + num_classes)
+    raw = np.empty(rows * num_classes * 4 + 1, np.uint8)[1:].view(np.float32)
+    x = raw.reshape(rows, num_classes)
+    assert not x.flags.aligned
+    x[...] = rng.standard_normal((rows, num_classes)) * 3
+    y = rng.integers(0, num_classes, rows)
+    y[::5] = 3
+    options = dict(weight=rng.uniform(0.5, 2, num_classes), ignore_index=3, label_smoothing=0.1)
+    loss, grad = sx.cross_entropy_with_grad(x, y, reduction="none", **options)
+    want_loss, want_grad = _with_numpy_kernels(
+        lambda: sx.cross_entropy_with_grad(x, y, reduction="none", **options)
+    )
+    np.testing.assert_array_equal(loss.view(np.uint8), want_loss.view(np.uint8))
+    np.testing.assert_array_equal(grad.view(np.uint8), want_grad.view(np.uint8))
+    # The "mean" divides by the native weight total (float64 sums in another order).
+    mean = sx.cross_entropy(x, y, **options)
+    want_mean = _with_numpy_kernels(lambda: sx.cross_entropy(x, y, **options))
+    assert_close(mean, want_mean, np.float32)
+
+
+def test_targets_kept_as_given_are_prepared_without_the_core():
+    # Targets made while the core was on, run after it was switched off (the benchmark's
+    # NumPy column does so around whole calls; this covers the step in between).
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 6, 40)
+    y[::3] = -100
+    weight = rng.uniform(0.5, 2, 6).astype(np.float32)
+    p = _cross_entropy.cross_entropy_targets(
+        y, y, True, weight, np.dtype(np.float32), 6, ("mean", 0.0, -100)
+    )
+    assert p.as_given == -100 and p.valid is None and p.wy is None
+    want_y, want_valid = _validation.as_class_indices(y, 6, -100)
+    want_wy, want_total = _reduction.target_weights(
+        want_y, want_valid, weight, np.dtype(np.float32)
+    )
+    assert p.denominator == pytest.approx(want_total, rel=1e-12)
+    prepared = _with_numpy_kernels(lambda: p.prepared)
+    assert prepared.as_given is None
+    np.testing.assert_array_equal(prepared.y, want_y)
+    np.testing.assert_array_equal(prepared.valid, want_valid)
+    np.testing.assert_array_equal(prepared.wy, want_wy)
 
 
 @pytest.mark.parametrize("bad", [-1, 5, 2**62, -(2**63)])
@@ -962,8 +1092,8 @@ def test_class_targets_find_the_first_index_out_of_range(isa, bad, position):
     y[::7] = -100
     y[position] = bad
     y[position + 1 :: 11] = 9  # later bad entries: the first one is reported
-    done = _native.class_targets(y, 5, -100, np.ones(5, np.float32))
-    assert done is not None and done[0] == position
+    checked = _native.check_class_targets(y, 5, -100, np.ones(5, np.float32))
+    assert checked is not None and checked[0] == position
     x = np.zeros((100, 5), np.float32)
     with pytest.raises(
         ValueError, match=rf"target\[{position}\] = {bad} is out of range"

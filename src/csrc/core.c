@@ -59,7 +59,8 @@ typedef struct {
     void (*exp_f64)(const double *, double *, ptrdiff_t, int);
     void (*half)(const void *, void *, ptrdiff_t, int);
     void (*loss_block[2])(const ew_job_t *); /* elementwise losses: float32, float64 */
-    ptrdiff_t (*count_targets)(const int64_t *, ptrdiff_t, int64_t, int64_t, ptrdiff_t *);
+    ptrdiff_t (*count_targets)(const int64_t *, ptrdiff_t, int64_t, int64_t, const void *, int,
+                               ptrdiff_t *, double *);
     void (*fill_targets)(const int64_t *, ptrdiff_t, int64_t, int64_t *, unsigned char *,
                          const void *, void *, int);
 } isa_t;
@@ -289,14 +290,25 @@ static int upstream(held_t *h, PyObject *g, job_t *J, int ck)
 
 static PyObject *py_ce_index(PyObject *self, PyObject *args)
 {
-    PyObject *x, *y, *wy, *valid, *g, *cw, *loss, *grad;
+    PyObject *x, *y, *wy, *valid, *g, *cw, *loss, *grad, *ignore;
     double smoothing, weight_sum;
     int kind = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOddOO", &x, &y, &wy, &valid, &g, &cw, &smoothing,
-                          &weight_sum, &loss, &grad))
+    if (!PyArg_ParseTuple(args, "OOOOOOddOOO", &x, &y, &wy, &valid, &g, &cw, &smoothing,
+                          &weight_sum, &loss, &grad, &ignore))
         return NULL;
     held_t h = {.count = 0};
     job_t J = {.op = OP_CE_INDEX, .smoothing = smoothing, .weight_sum = weight_sum};
+    if (ignore != Py_None) { /* raw targets: ignored rows and weights found from y */
+        if (wy != Py_None || valid != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "raw targets (ignore_index given) take no wy "
+                                              "or valid");
+            return NULL;
+        }
+        J.raw_targets = 1;
+        J.ignore_index = (int64_t)PyLong_AsLongLong(ignore);
+        if (PyErr_Occurred())
+            return NULL;
+    }
     int status = block(&h, x, &J, &kind), ck = compute_kind(kind);
     if (status >= 0 &&
         !(vector(&h, y, J.rows, K_I64, "y", (const void **)&J.y, 0) &&
@@ -334,12 +346,14 @@ static PyObject *py_ce_prob(PyObject *self, PyObject *args)
 }
 
 /* class_targets(y, num_classes, ignore_index, class_weight, y_out, valid_out, wy_out)
- * -> (first_bad, ignored): contiguous int64 class indices y (n,). first_bad is the position
- * of the first entry neither in [0, num_classes) nor ignore_index (-1: none), ignored how
- * many entries equal ignore_index. Each output may be None (not written): y_out (int64)
- * gets y with ignored entries as 0, valid_out (bool) whether an entry is not ignored,
- * wy_out (class_weight's dtype, float32 or float64, which is then given) class_weight[y],
- * 0 where ignored. The outputs are written only when no entry is out of range. */
+ * -> (first_bad, ignored, weight_total): contiguous int64 class indices y (n,). first_bad
+ * is the position of the first entry neither in [0, num_classes) nor ignore_index (-1:
+ * none), ignored how many entries equal ignore_index, weight_total the sum of
+ * class_weight[y] over the others (in double; 0.0 without class_weight, with an output
+ * or with a bad entry). Each output may be None (not written): y_out (int64) gets y with
+ * ignored entries as 0, valid_out (bool) whether an entry is not ignored, wy_out
+ * (class_weight's dtype, float32 or float64, which is then given) class_weight[y], 0
+ * where ignored. The outputs are written only when no entry is out of range. */
 static PyObject *py_class_targets(PyObject *self, PyObject *args)
 {
     PyObject *yo, *cwo, *yout_o, *valid_o, *wy_o;
@@ -385,14 +399,19 @@ static PyObject *py_class_targets(PyObject *self, PyObject *args)
         goto error;
     }
     Py_ssize_t first_bad, ignored;
+    double weight_total;
     Py_BEGIN_ALLOW_THREADS
-    ignored = current->count_targets(y, n, (int64_t)C, (int64_t)ignore_index, &first_bad);
-    if (first_bad < 0 && (y_out || valid_out || wy))
+    const int fill = y_out || valid_out || wy; /* a part, whose weight total is not asked */
+    ignored = current->count_targets(y, n, (int64_t)C, (int64_t)ignore_index, fill ? NULL : cw,
+                                     wk == K_F64, &first_bad, &weight_total);
+    if (first_bad < 0 && fill)
         current->fill_targets(y, n, (int64_t)ignore_index, y_out, valid_out, cw, wy,
                               wk == K_F64);
     Py_END_ALLOW_THREADS
     release(&h);
-    return Py_BuildValue("nn", first_bad, ignored);
+    if (isnan(weight_total)) /* class weights are finite: its scratch was not allocated */
+        return PyErr_NoMemory();
+    return Py_BuildValue("nnd", first_bad, ignored, weight_total);
 error:
     release(&h);
     return NULL;
@@ -577,12 +596,14 @@ static PyMethodDef methods[] = {
     {"logsumexp", py_logsumexp, METH_VARARGS,
      "logsumexp(x, result) -> bool: log sum exp of each row of x into result."},
     {"ce_index", py_ce_index, METH_VARARGS,
-     "ce_index(x, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad) -> bool"},
+     "ce_index(x, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad, "
+     "ignore_index) -> bool"},
     {"ce_prob", py_ce_prob, METH_VARARGS,
      "ce_prob(x, t, g, scale, offset, loss, grad) -> bool"},
     {"class_targets", py_class_targets, METH_VARARGS,
      "class_targets(y, num_classes, ignore_index, class_weight, y_out, valid_out, wy_out) -> "
-     "(first_bad, ignored): checks and fills a cross-entropy's class-index targets."},
+     "(first_bad, ignored, weight_total): checks and fills a cross-entropy's class-index "
+     "targets."},
     {"elementwise_loss", py_elementwise_loss, METH_VARARGS,
      "elementwise_loss(loss, x, t, w, p, g, loss_out, grad) -> bool: an elementwise loss "
      "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},

@@ -17,6 +17,7 @@
 #if defined(__AVX512F__)
 #define EXP_SUM_ROW NAME(exp_sum_row_f64)
 #define EXP_LANES NAME(exp_lanes_f64)
+#define TILE_WEIGHTS NAME(tile_weights_f64)
 #endif
 
 #define SAME 1
@@ -44,6 +45,7 @@
 #undef SEL
 #undef EXP_SUM_ROW
 #undef EXP_LANES
+#undef TILE_WEIGHTS
 
 /* ---- computed in float: float32, then float16 ---- */
 #define T float
@@ -54,6 +56,7 @@
 #if defined(__AVX512F__)
 #define EXP_SUM_ROW NAME(exp_sum_row_f32)
 #define EXP_LANES NAME(exp_lanes_f32)
+#define TILE_WEIGHTS NAME(tile_weights_f32)
 #endif
 
 #define S float
@@ -103,6 +106,7 @@
 #undef SEL
 #undef EXP_SUM_ROW
 #undef EXP_LANES
+#undef TILE_WEIGHTS
 
 /* float16 <-> float32 over contiguous arrays: the elementwise losses' float16 blocks
  * (softxent._native.convert_block) and the tests of the conversions. */

@@ -22,9 +22,14 @@ typedef struct {
     ptrdiff_t o_rs, o_cs;
     const void *t; /* probability targets, the dtype of x */
     ptrdiff_t t_rs, t_cs;
-    const int64_t *y;            /* (rows,) class index; ignored rows hold 0 */
+    /* Class-index targets come prepared (y with ignored rows as 0, wy, valid) or, with
+     * raw_targets, as given: a row whose y equals ignore_index is ignored, the others
+     * weigh class_weight[y] (1 without class weights); wy and valid are then NULL. */
+    const int64_t *y;            /* (rows,) class index */
     const void *wy;              /* (rows,) weight of the target, NULL: all ones */
     const unsigned char *valid;  /* (rows,) bool, NULL: all valid */
+    int raw_targets;
+    int64_t ignore_index;
     const void *g;               /* (rows,) upstream gradient, NULL: g_scalar */
     double g_scalar;
     const void *class_weight; /* (C,) or NULL: all ones */

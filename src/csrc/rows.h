@@ -440,12 +440,26 @@ static void K(pair_ce)(const T *x0, const T *x1, ptrdiff_t y0, ptrdiff_t y1, ptr
 }
 #endif
 
+/* Row i's class-index target (see job_t): returns whether the row counts; *cls is its
+ * class (0 when ignored) and *wt its weight. */
+static ALWAYS_INLINE int K(row_target)(const job_t *J, ptrdiff_t i, ptrdiff_t *cls, T *wt)
+{
+    const int64_t v = J->y[i];
+    const int keep = J->valid ? J->valid[i] : !J->raw_targets || v != J->ignore_index;
+    *cls = keep ? (ptrdiff_t)v : 0;
+    if (J->wy)
+        *wt = ((const T *)J->wy)[i];
+    else
+        *wt = J->raw_targets && J->class_weight ? ((const T *)J->class_weight)[*cls] : (T)1;
+    return keep;
+}
+
 static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
 {
     const S *X = (const S *)J->x;
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
-    const T *cw = (const T *)J->class_weight, *wy = (const T *)J->wy, *G = (const T *)J->g;
+    const T *cw = (const T *)J->class_weight, *G = (const T *)J->g;
     T *loss = (T *)J->result;
     const T eps = (T)J->smoothing, W = (T)J->weight_sum;
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
@@ -454,11 +468,15 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
     const int pairs = eps == 0 && C <= PAIR_MAX_CLASSES && J->x_cs == 1 && (!O || J->o_cs == 1);
 #endif
     for (ptrdiff_t i = 0; i < J->rows; i++) {
+        ptrdiff_t y;
+        T wt;
+        const int counts = K(row_target)(J, i, &y, &wt);
 #if SAME
-        if (pairs && i + 1 < J->rows && (!J->valid || (J->valid[i] && J->valid[i + 1]))) {
+        ptrdiff_t y1;
+        T wt1;
+        if (pairs && counts && i + 1 < J->rows && K(row_target)(J, i + 1, &y1, &wt1)) {
             T *o0 = O ? (T *)O + i * J->o_rs : NULL;
-            K(pair_ce)(X + i * J->x_rs, X + (i + 1) * J->x_rs, (ptrdiff_t)J->y[i],
-                       (ptrdiff_t)J->y[i + 1], C, wy ? wy[i] : (T)1, wy ? wy[i + 1] : (T)1,
+            K(pair_ce)(X + i * J->x_rs, X + (i + 1) * J->x_rs, y, y1, C, wt, wt1,
                        G ? G[i] : (T)J->g_scalar, G ? G[i + 1] : (T)J->g_scalar, loss + i,
                        loss + i + 1, o0, o0 ? o0 + J->o_rs : NULL);
             i++;
@@ -468,7 +486,7 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         S *o = O ? O + i * J->o_rs : NULL;
         /* The exps go to the output row, or to the free scratch row without a gradient. */
         T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
-        if (J->valid && !J->valid[i]) { /* an ignored row: exactly 0, whatever its logits */
+        if (!counts) { /* an ignored row: exactly 0, whatever its logits */
             loss[i] = 0;
             if (o) {
                 memset(orow, 0, (size_t)C * sizeof(T));
@@ -478,7 +496,6 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         }
         T m;
         const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
-        const ptrdiff_t y = (ptrdiff_t)J->y[i];
         const T x_y = xr[y]; /* read before the gradient may overwrite the row */
         T s = 0, dot = 0;
         if (eps != 0) { /* sum_c w_c (x_c - m), for the smoothing term */
@@ -521,7 +538,6 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
         }
         T log_sum = LOGT(s);
         T nll = log_sum + (m - x_y); /* -log_softmax(x)[y] = lse - x[y] */
-        T wt = wy ? wy[i] : (T)1;
         loss[i] = eps != 0 ? keep * (wt * nll) + eps_c * (W * log_sum - dot) : wt * nll;
         if (!o)
             continue;
@@ -965,26 +981,90 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
     }
 }
 
+/* The class-index targets of a tile's rows i0..i0+n-1 in lanes (see job_t): the class
+ * (0 when ignored), whether the row counts and its weight; the padding lanes count, with
+ * class 0 and weight 1. Returns whether a row of the tile is ignored. */
+/* wt[r] = cw[y[r]] ok[r] for r < n, 1 for the lanes from n on (y: the tile's classes,
+ * padding lanes included, in [0, C)). Where the build has TILE_WEIGHTS, permutes of the
+ * weights in registers; else a scalar loop, since a vector gather measured 2.5x slower on
+ * AMD (and the compiler vectorizes this loop with one unless told not to). */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(TILE_WEIGHTS)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void K(class_weights)(const T *cw, ptrdiff_t C, const int32_t *y, const T *ok,
+                             ptrdiff_t n, T *wt)
+{
+#ifdef TILE_WEIGHTS
+    TILE_WEIGHTS(cw, C, y, ok, n, wt);
+#else
+    (void)C;
+#if defined(__clang__)
+#pragma clang loop vectorize(disable)
+#endif
+    for (ptrdiff_t r = 0; r < n; r++)
+        wt[r] = cw[y[r]] * ok[r];
+    for (ptrdiff_t r = n; r < TL; r++)
+        wt[r] = 1;
+#endif
+}
+
+static int K(tile_targets)(const job_t *J, ptrdiff_t i0, ptrdiff_t n, int32_t *y, T *ok, T *wt)
+{
+    const int64_t *Y = J->y + i0;
+    int ignored = 0;
+    for (ptrdiff_t r = n; r < TL; r++) {
+        y[r] = 0;
+        ok[r] = 1;
+    }
+    /* Loops of one job each: a condition inside an omp simd loop can keep it scalar. */
+    if (J->raw_targets) { /* C <= NARROW_MAX_CLASSES: a class fits int32 */
+        const int64_t ignore = J->ignore_index;
+#pragma omp simd reduction(+ : ignored)
+        for (ptrdiff_t r = 0; r < n; r++) {
+            const int keep = Y[r] != ignore;
+            y[r] = keep ? (int32_t)Y[r] : 0;
+            ok[r] = (T)keep;
+            ignored += !keep;
+        }
+        if (J->class_weight)
+            K(class_weights)((const T *)J->class_weight, J->classes, y, ok, n, wt);
+        else
+            K(lanes)(wt, NULL, 0, (T)1);
+        return ignored != 0;
+    }
+#pragma omp simd
+    for (ptrdiff_t r = 0; r < n; r++)
+        y[r] = (int32_t)Y[r];
+    K(lanes)(wt, J->wy ? (const T *)J->wy + i0 : NULL, n, (T)1);
+    if (!J->valid) {
+        K(lanes)(ok, NULL, 0, (T)1);
+        return 0;
+    }
+    const unsigned char *valid = J->valid + i0;
+#pragma omp simd reduction(+ : ignored)
+    for (ptrdiff_t r = 0; r < n; r++) {
+        ok[r] = (T)valid[r];
+        ignored += !valid[r];
+    }
+    return ignored != 0;
+}
+
 static void K(narrow_ce)(const job_t *J, T *xt)
 {
     S *O = (S *)J->out;
     const ptrdiff_t C = J->classes;
-    const T *cw = (const T *)J->class_weight, *wy = (const T *)J->wy, *G = (const T *)J->g;
+    const T *cw = (const T *)J->class_weight, *G = (const T *)J->g;
     T *loss = (T *)J->result;
     const T eps = (T)J->smoothing, W = (T)J->weight_sum;
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], k[TL], hit[TL], spread[TL];
     int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in lanes */
-    const int64_t *Y = J->y; /* the job's fields in locals: stores to the tile could alias */
-    const T g_scalar = (T)J->g_scalar;
+    const T g_scalar = (T)J->g_scalar; /* in a local: stores to the tile could alias */
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
-#pragma omp simd
-        for (ptrdiff_t r = 0; r < n; r++)
-            y[r] = (int32_t)Y[i0 + r];
-        for (ptrdiff_t r = n; r < TL; r++)
-            y[r] = 0;
+        T gt[TL], wt[TL], ok[TL], lt[TL];
+        const int some_ignored = K(tile_targets)(J, i0, n, y, ok, wt);
 #pragma omp simd
         for (int r = 0; r < TL; r++) {
             x_y[r] = xt[y[r] * TLS + r];
@@ -998,21 +1078,9 @@ static void K(narrow_ce)(const job_t *J, T *xt)
 #pragma omp simd
         for (int r = 0; r < TL; r++)
             ls[r] = LOGT(s[r]);
-        /* Per-row inputs into lanes (padding rows get harmless values), then the losses and
-         * the gradient's per-row factors, in vector lanes too. */
-        const unsigned char *valid = J->valid ? J->valid + i0 : NULL;
-        T gt[TL], wt[TL], ok[TL], lt[TL];
+        /* The upstream gradient into lanes too (padding rows get harmless values), then
+         * the losses and the gradient's per-row factors, in vector lanes. */
         K(lanes)(gt, G ? G + i0 : NULL, n, g_scalar);
-        K(lanes)(wt, wy ? wy + i0 : NULL, n, (T)1);
-        if (valid) {
-#pragma omp simd
-            for (ptrdiff_t r = 0; r < n; r++)
-                ok[r] = (T)valid[r];
-            for (ptrdiff_t r = n; r < TL; r++)
-                ok[r] = 1;
-        } else {
-            K(lanes)(ok, NULL, 0, (T)1);
-        }
         if (eps != 0) {
 #pragma omp simd
             for (int r = 0; r < TL; r++) {
@@ -1053,9 +1121,9 @@ static void K(narrow_ce)(const job_t *J, T *xt)
                         xt[c * TLS + r] * k[r] - SEL(y[r] == (int32_t)c, hit[r], (T)0);
             }
         }
-        if (valid) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
+        if (some_ignored) { /* ignored rows: exactly 0, even when their logits hold NaN or inf */
             for (ptrdiff_t r = 0; r < n; r++)
-                if (!valid[r])
+                if (ok[r] == 0)
                     for (ptrdiff_t c = 0; c < C; c++)
                         xt[c * TLS + r] = 0;
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,11 +65,33 @@ class CrossEntropyTargets:
     class_weight: np.ndarray | None  # (C,) in ct
     denominator: float  # of "mean"
     # class-index targets
-    y: np.ndarray | None = None  # (rows,) int64, ignored rows hold 0
+    y: np.ndarray | None = None  # (rows,) int64, ignored rows hold 0 (unless `as_given`)
     valid: np.ndarray | None = None  # (rows,) bool, None when nothing is ignored
     wy: np.ndarray | None = None  # (rows,) target weight, 0 when ignored; None: all ones
+    # Set (to ignore_index) when `y` holds the checked indices as given, contiguous int64:
+    # its entries equal to ignore_index are the ignored rows, the others weigh
+    # class_weight[y], and `valid` and `wy` are None. The native kernel reads them so;
+    # `prepared` makes the arrays above for the rest.
+    as_given: int | None = None
     # probability targets
     t: np.ndarray | None = None  # the logits' shape
+
+    @cached_property
+    def prepared(self) -> CrossEntropyTargets:
+        """These targets with ``y``, ``valid`` and ``wy`` as documented (ignored rows of
+        ``y`` as 0), as the NumPy kernels take them; ``self`` when they already are."""
+        if self.as_given is None or self.y is None:
+            return self
+        raw, ignore_index, w = self.y, self.as_given, self.class_weight
+        ignored = int(raw.size - np.count_nonzero(raw != ignore_index))
+        filled = _native.fill_class_targets(raw, ignore_index, w, self.num_classes, ignored)
+        if filled is None:  # the core was switched off after these targets were made
+            valid = raw != ignore_index
+            y = np.where(valid, raw, 0)
+            wy = None if w is None else np.where(valid, w[y], 0).astype(w.dtype)
+            filled = y, None if valid.all() else valid, wy
+        y, valid, wy = filled
+        return replace(self, y=y, valid=valid, wy=wy, as_given=None)
 
     def rows(self, lo: int, hi: int) -> CrossEntropyTargets:
         """The targets of rows ``[lo, hi)`` (for probability targets of ``(rows, C)`` logits),
@@ -103,12 +126,12 @@ def cross_entropy_targets(
     if is_index:
         ct = compute_dtype(logits_dtype)
         class_weight = as_class_weight(weight, num_classes, ct, name=weight_name)
-        y, valid, wy, denominator = _class_index_targets(
-            t, num_classes, ignore_index, class_weight, ct
-        )
-        return CrossEntropyTargets(
-            num_classes, reduction, smoothing, logits_dtype, ct, class_weight, denominator,
-            y=y, valid=valid, wy=wy,
+        return _class_index_targets(
+            t, class_weight, ct,
+            CrossEntropyTargets(
+                num_classes, reduction, smoothing, logits_dtype, ct, class_weight, 0.0
+            ),
+            ignore_index,
         )  # fmt: skip
     t, out_dtype = probability_target(target, t, weight, logits_dtype)
     ct = compute_dtype(out_dtype)
@@ -121,30 +144,38 @@ def cross_entropy_targets(
 
 def _class_index_targets(
     t: np.ndarray,
-    num_classes: int,
-    ignore_index: int,
     class_weight: np.ndarray | None,
     ct: np.dtype,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
-    """Class indices ``t`` as the kernels take them: the flat ids (ignored entries 0), the
-    validity mask (None: nothing ignored), each row's target weight (None: all ones) and
-    the "mean" denominator. int64 indices take the native core's one or two passes (at a
-    million rows, 0.5 ms where NumPy's dozen passes took 4 ms); the rest, or without the
-    core, ``as_class_indices`` and ``target_weights``."""
+    base: CrossEntropyTargets,
+    ignore_index: int,
+) -> CrossEntropyTargets:
+    """``base`` with the class indices ``t``, checked, and the "mean" denominator.
+
+    Contiguous int64 indices take the native core's one pass, which checks the range,
+    counts the ignored entries and sums the targets' class weights; they are kept as given
+    (``as_given``), since the native kernel finds each row's weight and whether it is
+    ignored as it reads the row (at a million targets, writing and reading back the
+    prepared arrays took a fifth of a weighted forward call). The rest, or without the
+    core: ``as_class_indices`` and ``target_weights``.
+    """
     flat = t.reshape(-1)
-    done = None
+    num_classes = base.num_classes
+    checked = None
     if flat.dtype == np.int64 and flat.size and flat.flags.c_contiguous and flat.flags.aligned:
-        done = _native.class_targets(flat, num_classes, ignore_index, class_weight)
-    if done is None:
+        checked = _native.check_class_targets(flat, num_classes, ignore_index, class_weight)
+    if checked is None:
         y, valid = as_class_indices(t, num_classes, ignore_index)
-        return (y, valid, *target_weights(y, valid, class_weight, ct))
-    first_bad, y, valid, wy = done
+        wy, denominator = target_weights(y, valid, class_weight, ct)
+        return replace(base, denominator=denominator, y=y, valid=valid, wy=wy)
+    first_bad, ignored, weight_total = checked
     if first_bad >= 0:
         position = np.unravel_index(first_bad, t.shape)
         raise class_index_error(
             "target", position, int(flat[first_bad]), num_classes, ignore_index
         )
-    return (y, valid, *target_weights(y, valid, class_weight, ct, gathered=wy))
+    denominator = float(flat.size - ignored) if class_weight is None else weight_total
+    as_given = None if ignored == 0 and class_weight is None else ignore_index
+    return replace(base, denominator=denominator, y=flat, as_given=as_given)
 
 
 class CrossEntropyCall(NamedTuple):
@@ -227,11 +258,13 @@ def row_losses(
             ob = blocks.block(grad_index, task) if grad is not None else None
             if native and operands.run(blocks.block(0, task), lo, hi, losses[lo:hi], ob):
                 return  # the native kernel gives ignored rows a loss of exactly 0 itself
-            valid = None if p.valid is None else p.valid[lo:hi]
+            q = p.prepared  # made once (a race at worst makes it twice, the same)
+            assert q.y is not None
+            valid = None if q.valid is None else q.valid[lo:hi]
             losses[lo:hi] = _kernels.ce_index_block(
                 blocks.block(0, task),
-                p.y[lo:hi],
-                None if p.wy is None else p.wy[lo:hi],
+                q.y[lo:hi],
+                None if q.wy is None else q.wy[lo:hi],
                 valid,
                 g_rows[lo:hi] if g_is_rows else g_rows,
                 work_buffer(ob, scratch[0], p.ct, in_place),
@@ -308,6 +341,7 @@ class _NativeIndexOperands:
         self.class_weight = _native.contiguous(p.class_weight)
         self.smoothing = p.smoothing
         self.weight_sum = float(_index_options(p).weight_sum)
+        self.as_given = p.as_given
 
     def run(self, xb: np.ndarray, lo: int, hi: int, loss: np.ndarray, grad) -> bool:
         """Rows ``lo:hi`` (the block ``xb``) into ``loss`` and ``grad``; False if not done."""
@@ -322,6 +356,7 @@ class _NativeIndexOperands:
             self.weight_sum,
             loss,
             grad,
+            self.as_given,
         )
 
 
@@ -362,6 +397,7 @@ def _run_small(
         grad is not None and grad.dtype != p.ct
     ) else None  # fmt: skip
     consts = _kernels.make_consts(p.ct, p.num_classes, shape[0])
+    p = p.prepared
     with np.errstate(all="ignore"):
         losses = _kernels.ce_index_block(
             x, p.y, p.wy, p.valid, g_rows, work, work2, grad, consts, _index_options(p)
@@ -605,7 +641,7 @@ def nll_loss(
             f"target of nll_loss must hold integer class indices, got dtype {target.dtype}"
         )
     call = _prepare(lp, target, axis, weight, ignore_index, reduction, 0.0, name="log_probs")
-    p, batch_shape = call.targets, call.batch_shape
+    p, batch_shape = call.targets.prepared, call.batch_shape
     moved = np.moveaxis(call.x, call.axis, -1)
     rows = np.unravel_index(np.arange(math.prod(batch_shape)), batch_shape) if batch_shape else ()
     target_entries = (*rows, p.y)  # lp[n, y_n] for every row n

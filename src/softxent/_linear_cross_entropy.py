@@ -210,9 +210,10 @@ def _zero_ignored_rows(layer: _Layer, i: int, h: np.ndarray) -> np.ndarray:
     Only chunks holding an ignored token pay for the ``(c, D)`` copy (``1 / V`` of the
     chunk's matmuls); ``h`` itself may be a view of the caller's array, so it is not written.
     """
-    if layer.targets.valid is None:  # no token is ignored
+    valid_all = layer.targets.prepared.valid
+    if valid_all is None:  # no token is ignored
         return h
-    valid = layer.targets.valid[i : i + len(h)]  # (c,)
+    valid = valid_all[i : i + len(h)]  # (c,)
     return h if valid.all() else np.where(valid[:, None], h, 0)  # (c, D)
 
 

@@ -86,49 +86,56 @@ def upstream(g: np.ndarray | float | None) -> np.ndarray | float:
     return 0.0 if g is None else float(g)
 
 
+def check_class_targets(
+    flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
+) -> tuple[int, int, float] | None:
+    """``(first_bad, ignored, weight_total)`` of contiguous int64 class indices ``flat`` in
+    one native pass: the position of the first entry neither in ``[0, num_classes)`` nor
+    ``ignore_index`` (-1: none), how many entries equal ``ignore_index``, and the float64
+    sum of ``class_weight[y]`` over the other entries (0.0 without class weights; only
+    meaningful when no entry is bad); None without the core."""
+    if core is None:
+        return None
+    return core.class_targets(flat, num_classes, ignore_index, class_weight, None, None, None)
+
+
 def count_class_targets(
     flat: np.ndarray, num_classes: int, ignore_index: int
 ) -> tuple[int, int] | None:
-    """``(first_bad, ignored)`` of contiguous int64 class indices ``flat`` in one native
-    pass: the position of the first entry neither in ``[0, num_classes)`` nor
-    ``ignore_index`` (-1: none) and how many entries equal ``ignore_index``; None without
-    the core."""
+    """``(first_bad, ignored)`` of :func:`check_class_targets`; None without the core."""
+    checked = check_class_targets(flat, num_classes, ignore_index, None)
+    return None if checked is None else checked[:2]
+
+
+def fill_class_targets(
+    flat: np.ndarray,
+    ignore_index: int,
+    class_weight: np.ndarray | None,
+    num_classes: int,
+    ignored: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """Contiguous int64 class indices ``flat``, checked (:func:`check_class_targets`, which
+    counted ``ignored`` entries equal to ``ignore_index``), prepared for the NumPy kernels
+    in one native pass, in parts on the worker threads (each part's call checks its
+    entries again first); None without the core.
+
+    Returns ``(y, valid, wy)``: ``y`` the indices with ignored entries as 0 (``flat`` itself
+    when none is ignored); ``valid`` which entries are not ignored (None: all); ``wy`` each
+    entry's ``class_weight``, 0 where ignored (None without class weights).
+    """
     if core is None:
         return None
-    first_bad, ignored = core.class_targets(
-        flat, num_classes, ignore_index, None, None, None, None
-    )
-    return first_bad, ignored
-
-
-def class_targets(
-    flat: np.ndarray, num_classes: int, ignore_index: int, class_weight: np.ndarray | None
-) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
-    """Contiguous int64 class indices ``flat`` checked and prepared for the kernels: one
-    native pass that checks, and with ignored entries or class weights one more pass that
-    fills the outputs, in parts on the worker threads (each part's call checks its entries
-    again first); None without the core.
-
-    Returns ``(first_bad, y, valid, wy)``: ``first_bad`` the position of the first entry
-    neither in ``[0, num_classes)`` nor ``ignore_index`` (-1: none; otherwise the rest is
-    meaningless); ``y`` the indices with ignored entries as 0 (``flat`` itself when none
-    is ignored); ``valid`` which entries are not ignored (None: all); ``wy`` each entry's
-    ``class_weight``, 0 where ignored (None without class weights).
-    """
-    counted = count_class_targets(flat, num_classes, ignore_index)
-    if counted is None or core is None:  # None together; the second test narrows core for fill
-        return None
-    first_bad, ignored = counted
-    if first_bad >= 0 or (ignored == 0 and class_weight is None):
-        return first_bad, flat, None, None
+    if ignored == 0 and class_weight is None:
+        return flat, None, None
     y = flat if ignored == 0 else np.empty_like(flat)
     valid = None if ignored == 0 else np.empty(flat.shape, np.bool_)
     wy = None if class_weight is None else np.empty(flat.shape, class_weight.dtype)
     y_out = None if y is flat else y
+    fill_core = core
 
     def fill(parts: Iterable[tuple[int, int]]) -> None:
         for lo, hi in parts:
-            core.class_targets(
+            fill_core.class_targets(
                 flat[lo:hi], num_classes, ignore_index, class_weight,
                 *(None if a is None else a[lo:hi] for a in (y_out, valid, wy)),
             )  # fmt: skip
@@ -137,10 +144,10 @@ def class_targets(
     # 2.7 ms of a 13 ms forward at a million targets.
     n = len(flat)
     run_parallel(fill, [(lo, min(n, lo + _FILL_ENTRIES)) for lo in range(0, n, _FILL_ENTRIES)])
-    return -1, y, valid, wy
+    return y, valid, wy
 
 
-#: Class indices per task of the parallel fill in :func:`class_targets`.
+#: Class indices per task of the parallel fill in :func:`fill_class_targets`.
 _FILL_ENTRIES = 1 << 17
 
 
@@ -165,12 +172,17 @@ def ce_index_block(
     weight_sum: float,
     loss: np.ndarray,
     grad: np.ndarray | None,
+    ignore_index: int | None = None,
 ) -> bool:
     """Class-index cross-entropy of a block into ``loss`` (and its gradient into ``grad``
     unless None), the arguments as in ``softxent._kernels.ce_index_block``; ignored rows
-    get a loss and a gradient of exactly 0. False if not done."""
+    get a loss and a gradient of exactly 0. False if not done.
+
+    With ``ignore_index``, ``y`` holds the targets as given (``wy`` and ``valid`` None):
+    rows equal to ``ignore_index`` are ignored and the others weigh ``class_weight[y]``,
+    found in the kernel's pass (no prepared per-row arrays to write and read back)."""
     return core is not None and core.ce_index(
-        xb, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad
+        xb, y, wy, valid, g, class_weight, smoothing, weight_sum, loss, grad, ignore_index
     )
 
 
