@@ -604,7 +604,8 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
         T *orow = o ? K(out_row)(o, J->o_cs, obuf) : obuf;
         T s = 0, sum_q = 0, dot = 0;
 #ifdef EXP_SUM_ROW
-        s = EXP_SUM_ROW(xr, C, m, orow, q, &dot, &sum_q);
+        /* No gradient: the exps are not stored (1.06-1.09x faster at 1000-262144 classes). */
+        s = EXP_SUM_ROW(xr, C, m, o ? orow : NULL, q, &dot, &sum_q);
 #else
         const ptrdiff_t B = C - C % EXP_BLOCK;
 #pragma omp simd reduction(+ : s, sum_q, dot)
