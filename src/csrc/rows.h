@@ -211,9 +211,10 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
  * block's rows), asked for before they are needed. The hardware prefetchers fell behind
  * these kernels' loads wherever they were tried, one thread, same bits: the narrow tiles
  * (gather) 1.4-2.7x faster at 10 and 32 classes; the probability targets' wide rows, two
- * rows ahead, 1.3-1.9x at 50-1000 classes and 1.27x at 4000; the class-index gradient
- * 1.25x at 100 classes, 1.04x at 1000-4000, the forward 1.0x. Softmax and log_softmax
- * rows measured 0.8-1.13x and take none; nor do rows over PREFETCH_MAX_BYTES. */
+ * rows ahead, 1.3-1.9x at 50-1000 classes and 1.27x at 4000 (AVX-512 build only); the
+ * class-index gradient 1.25x at 100 classes, 1.04x at 1000-4000, the forward 1.0x (AVX2
+ * and baseline builds: the gradient 1.20-1.30x at 100 classes). Softmax and log_softmax rows measured 0.8-1.13x and take none;
+ * nor do rows over PREFETCH_MAX_BYTES. */
 #define PREFETCH_MAX_BYTES 16384
 static inline void K(prefetch_row)(const S *x, ptrdiff_t rs, ptrdiff_t i, ptrdiff_t ahead,
                                    ptrdiff_t rows, ptrdiff_t C)
@@ -620,7 +621,11 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
     const ptrdiff_t C = J->classes;
     const T *G = (const T *)J->g;
     T *loss = (T *)J->result;
+#ifdef EXP_SUM_ROW /* its masked loads: without the prefetch 1.3-1.9x slower (50-4000 classes) */
     const int ahead = J->x_cs == 1 && J->t_cs == 1;
+#else /* the compiler-vectorized loops measured 0.87-0.98x with it (AVX2 and baseline) */
+    const int ahead = 0;
+#endif
     for (ptrdiff_t i = 0; i < J->rows; i++) {
         if (ahead) {
             K(prefetch_row)(X, J->x_rs, i, 2, J->rows, C);
