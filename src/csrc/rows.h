@@ -213,8 +213,8 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
  * (gather) 1.4-2.7x faster at 10 and 32 classes; the probability targets' wide rows, two
  * rows ahead, 1.3-1.9x at 50-1000 classes and 1.27x at 4000 (AVX-512 build only); the
  * class-index gradient 1.25x at 100 classes, 1.04x at 1000-4000, the forward 1.0x (AVX2
- * and baseline builds: the gradient 1.20-1.30x at 100 classes). Softmax and log_softmax rows measured 0.8-1.13x and take none;
- * nor do rows over PREFETCH_MAX_BYTES. */
+ * and baseline builds: the gradient 1.20-1.30x at 100 classes). Softmax and log_softmax
+ * rows measured 0.8-1.13x and take none; nor do rows over PREFETCH_MAX_BYTES. */
 #define PREFETCH_MAX_BYTES 16384
 static inline void K(prefetch_row)(const S *x, ptrdiff_t rs, ptrdiff_t i, ptrdiff_t ahead,
                                    ptrdiff_t rows, ptrdiff_t C)
@@ -1020,9 +1020,6 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
     }
 }
 
-/* The class-index targets of a tile's rows i0..i0+n-1 in lanes (see job_t): the class
- * (0 when ignored), whether the row counts and its weight; the padding lanes count, with
- * class 0 and weight 1. Returns whether a row of the tile is ignored. */
 /* wt[r] = cw[y[r]] ok[r] for r < n, 1 for the lanes from n on (y: the tile's classes,
  * padding lanes included, in [0, C)). Where the build has TILE_WEIGHTS, permutes of the
  * weights in registers; else a scalar loop, since a vector gather measured 2.5x slower on
@@ -1047,6 +1044,9 @@ static void K(class_weights)(const T *cw, ptrdiff_t C, const int32_t *y, const T
 #endif
 }
 
+/* The class-index targets of a tile's rows i0..i0+n-1 in lanes (see job_t): the class
+ * (0 when ignored), whether the row counts and its weight; the padding lanes count, with
+ * class 0 and weight 1. Returns whether a row of the tile is ignored. */
 static int K(tile_targets)(const job_t *J, ptrdiff_t i0, ptrdiff_t n, int32_t *y, T *ok, T *wt)
 {
     const int64_t *Y = J->y + i0;

@@ -86,10 +86,8 @@ class CrossEntropyTargets:
         ignored = int(raw.size - np.count_nonzero(raw != ignore_index))
         filled = _native.fill_class_targets(raw, ignore_index, w, self.num_classes, ignored)
         if filled is None:  # the core was switched off after these targets were made
-            valid = raw != ignore_index
-            y = np.where(valid, raw, 0)
-            wy = None if w is None else np.where(valid, w[y], 0).astype(w.dtype)
-            filled = y, None if valid.all() else valid, wy
+            y, valid = as_class_indices(raw, self.num_classes, ignore_index)
+            filled = y, valid, target_weights(y, valid, w, self.ct)[0]
         y, valid, wy = filled
         return replace(self, y=y, valid=valid, wy=wy, as_given=None)
 
