@@ -209,12 +209,13 @@ static inline T K(sum_exp)(const T *xr, ptrdiff_t C, T m, T *e)
 
 /* The cache lines of row i + ahead of x (row stride rs, classes contiguous; none past the
  * block's rows), asked for before they are needed. The hardware prefetchers fell behind
- * these kernels' loads wherever they were tried, one thread, same bits: the narrow tiles
- * (gather) 1.4-2.7x faster at 10 and 32 classes; the probability targets' wide rows, two
- * rows ahead, 1.3-1.9x at 50-1000 classes and 1.27x at 4000 (AVX-512 build only); the
- * class-index gradient 1.25x at 100 classes, 1.04x at 1000-4000, the forward 1.0x (AVX2
- * and baseline builds: the gradient 1.20-1.30x at 100 classes). Softmax and log_softmax
- * rows measured 0.8-1.13x and take none; nor do rows over PREFETCH_MAX_BYTES. */
+ * the narrow tiles' loads (gather: 1.4-2.7x faster with it at 10 and 32 classes, one
+ * thread, same bits) and the class-index rows (the gradient 1.25x at 100 classes, the
+ * forward 1.05-1.1x; AVX2 and baseline builds: the gradient 1.2-1.3x at 100 classes).
+ * The AVX-512 build's wide rows, read with plain loads the prefetchers follow, take none
+ * for the gradient's rows over 1 KB nor for the probability targets' (measured 0.65-0.96x
+ * with it); softmax and log_softmax rows measured 0.8-1.13x and take none; nor do rows
+ * over PREFETCH_MAX_BYTES. */
 #define PREFETCH_MAX_BYTES 16384
 static inline void K(prefetch_row)(const S *x, ptrdiff_t rs, ptrdiff_t i, ptrdiff_t ahead,
                                    ptrdiff_t rows, ptrdiff_t C)
@@ -488,8 +489,14 @@ static void K(wide_ce_index)(const job_t *J, T *xbuf, T *obuf)
 #if SAME
     const int pairs = eps == 0 && C <= PAIR_MAX_CLASSES && J->x_cs == 1 && (!O || J->o_cs == 1);
 #endif
+#ifdef EXP_SUM_ROW /* with the gradient, rows over 1 KB: 1.1-1.2x faster without (1000-4000) */
+    const ptrdiff_t ahead_max = O ? 1024 : PREFETCH_MAX_BYTES;
+#else /* the compiler-vectorized loops: 1.0-1.19x slower without it at 1000-4000 */
+    const ptrdiff_t ahead_max = PREFETCH_MAX_BYTES;
+#endif
+    const int ahead = J->x_cs == 1 && C * (ptrdiff_t)sizeof(S) <= ahead_max;
     for (ptrdiff_t i = 0; i < J->rows; i++) {
-        if (J->x_cs == 1) { /* two rows ahead: rows i + 2 and i + 3 when i runs in pairs */
+        if (ahead) { /* two rows ahead: rows i + 2 and i + 3 when i runs in pairs */
             K(prefetch_row)(X, J->x_rs, i, 2, J->rows, C);
             K(prefetch_row)(X, J->x_rs, i, 3, J->rows, C);
         }
@@ -621,16 +628,7 @@ static void K(wide_ce_prob)(const job_t *J, T *xbuf, T *obuf, T *tbuf)
     const ptrdiff_t C = J->classes;
     const T *G = (const T *)J->g;
     T *loss = (T *)J->result;
-#ifdef EXP_SUM_ROW /* its masked loads: without the prefetch 1.3-1.9x slower (50-4000 classes) */
-    const int ahead = J->x_cs == 1 && J->t_cs == 1;
-#else /* the compiler-vectorized loops measured 0.87-0.98x with it (AVX2 and baseline) */
-    const int ahead = 0;
-#endif
     for (ptrdiff_t i = 0; i < J->rows; i++) {
-        if (ahead) {
-            K(prefetch_row)(X, J->x_rs, i, 2, J->rows, C);
-            K(prefetch_row)(TT, J->t_rs, i, 2, J->rows, C);
-        }
         T m;
         const T *xr = K(load_max)(X + i * J->x_rs, J->x_cs, C, xbuf, &m);
         const T *q = K(load_q)(J, TT + i * J->t_rs, tbuf);
