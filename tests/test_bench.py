@@ -533,3 +533,25 @@ def test_floors_are_the_fastest_sample_and_figures_the_median(monkeypatch):
     floors, rows = runner.run_cases(cases, [], repeat=3, threads=1)
     assert (floors[0].read, floors[0].copy) == (0.1, 0.1)
     assert rows[0].times["softxent"] == 0.2
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_floor_passes_read_and_copy_every_part_of_the_logits(dtype, threads):
+    # The read pass is a max over each thread's part of the bytes; it must see all of
+    # them (a part skipped would make the floor too fast), and the copy must copy them all.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from softxent._bench.suites import floor_calls
+
+    x = np.arange(7 * 13, dtype=dtype).reshape(7, 13)
+    ints = x.reshape(-1).view(np.dtype(f"i{x.itemsize}"))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        calls = floor_calls(x, pool, threads=threads)
+        part_maxima = calls["read"].fn()
+        calls["copy"].fn()
+    assert len(part_maxima) == threads
+    assert max(part_maxima) == ints.max()  # the last entry is in the last part
+    assert min(part_maxima) > 0  # every part was read (entry 0 is the only zero)
+    (copied,) = calls["copy"].buffers
+    np.testing.assert_array_equal(copied, x.reshape(-1))

@@ -145,7 +145,8 @@ def notes(report: Report) -> list[str]:
         f"Medians of {runs} after 1 warm-up, {report.threads} threads "
         f"(softxent, torch); JAX uses its own pool. Peer columns: {figure} and peer time / "
         f"softxent time (above 1: softxent is faster). vs floor: softxent time / one read "
-        f"pass (x.sum()) or one copy pass (numpy.copyto) of the logits, measured in this run.",
+        f"pass or one copy pass (numpy.copyto) of the logits on {report.threads} threads, "
+        f"measured in this run.",
     ]
     if FALLBACK in report.peers:
         lines.append(

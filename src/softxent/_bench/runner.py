@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,8 +46,8 @@ class Floor:
 
     shape: tuple[int, int]
     dtype: str
-    read: float  # seconds, x.sum()
-    copy: float  # seconds, numpy.copyto(buf, x)
+    read: float  # seconds, one read pass (suites.floor_calls)
+    copy: float  # seconds, one copy pass
 
 
 @dataclass
@@ -231,6 +232,7 @@ def run_cases(
         stack.callback(sx.set_num_threads, previous_threads)
         for peer in peers:
             stack.enter_context(peer.threads(threads))
+        floor_pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, threads)))
         # The textbook NumPy softmax overflows in exp (float16 especially); that is its result.
         stack.enter_context(np.errstate(all="ignore"))
 
@@ -241,7 +243,7 @@ def run_cases(
             x, y = make_logits(shape, dtype)
             floor = None
             if not demo:
-                calls = floor_calls(x)
+                calls = floor_calls(x, floor_pool, threads=threads)
                 # A floor is a lower bound: the fastest sample, since a busy machine only
                 # slows a pass down (a slow median floor would flatter every ratio to it).
                 read = min(sample_seconds(calls["read"].fn, repeat=repeat))
