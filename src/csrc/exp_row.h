@@ -4,9 +4,9 @@
  * arguments <= 0), ER_NAME and ER_LANES_NAME (the two functions' names) defined; it
  * undefines them.
  *
- * ER_NAME(x, n, m, e, w, dot, sum_w) = sum_j exp(x_j - m) over the n entries of contiguous
- * row x, each exp stored in e[j] unless e is NULL (e may be x: every entry is read before
- * it is overwritten). When dot is not NULL, also *dot = sum_j w_j (x_j - m) (w NULL: all
+ * ER_NAME(x, n, m, e, w, dot, sum_w, shifted) = sum_j exp(x_j - m) over the n entries of
+ * contiguous row x, each exp (or, when shifted, each x_j - m) stored in e[j] unless e is
+ * NULL (e may be x: every entry is read before it is overwritten). When dot is not NULL, also *dot = sum_j w_j (x_j - m) (w NULL: all
  * ones) and, when sum_w is not NULL, *sum_w = sum_j w_j: the sums the label smoothing and
  * the probability targets need, in the same pass. Each sum runs in ER_LANES lanes, added
  * up at the end, in the same order whatever else is computed. The last n % ER_LANES
@@ -14,7 +14,7 @@
  */
 
 /* One vector of ER_NAME's loop: lanes k of entries x[0..] (and w[0..]) added into the sums,
- * the exps stored in those lanes of e[0..]; load(p) reads the vector at p. */
+ * the exps (or x - m) stored in those lanes of e[0..]; load(p) reads the vector at p. */
 #define ER_STEP(load, k, x, w, e)                                                             \
     do {                                                                                   \
         ER_V d = ER_OP(sub)(load(x), vm);                                                  \
@@ -26,12 +26,12 @@
         }                                                                                  \
         ER_V v = ER_EXP(d);                                                                \
         if (e)                                                                             \
-            ER_OP(mask_storeu)(e, k, v);                                                   \
+            ER_OP(mask_storeu)(e, k, shifted ? d : v);                                     \
         s = ER_OP(mask_add)(s, k, s, v);                                                   \
     } while (0)
 
 static ALWAYS_INLINE ER_T ER_NAME(const ER_T *x, ptrdiff_t n, ER_T m, ER_T *e, const ER_T *w,
-                                  ER_T *dot, ER_T *sum_w)
+                                  ER_T *dot, ER_T *sum_w, int shifted)
 {
     const ER_V vm = ER_OP(set1)(m), one = ER_OP(set1)((ER_T)1);
     ER_V s = ER_OP(setzero)(), sd = s, sw = s;

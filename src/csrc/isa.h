@@ -15,7 +15,9 @@
 #define LOGT NAME(log_f64)
 #define SEL sel_f64
 #if defined(__AVX512F__)
-#define EXP_SUM_ROW NAME(exp_sum_row_f64)
+#define EXP_SUM_ROW(x, n, m, e, w, dot, sum_w) \
+    NAME(exp_sum_row_f64)(x, n, m, e, w, dot, sum_w, 0)
+#define SHIFTED_SUM_ROW(x, n, m, d) NAME(exp_sum_row_f64)(x, n, m, d, NULL, NULL, NULL, 1)
 #define EXP_LANES NAME(exp_lanes_f64)
 #define TILE_WEIGHTS NAME(tile_weights_f64)
 #endif
@@ -44,6 +46,7 @@
 #undef LOGT
 #undef SEL
 #undef EXP_SUM_ROW
+#undef SHIFTED_SUM_ROW
 #undef EXP_LANES
 #undef TILE_WEIGHTS
 
@@ -54,7 +57,9 @@
 #define LOGT NAME(log_f32)
 #define SEL sel_f32
 #if defined(__AVX512F__)
-#define EXP_SUM_ROW NAME(exp_sum_row_f32)
+#define EXP_SUM_ROW(x, n, m, e, w, dot, sum_w) \
+    NAME(exp_sum_row_f32)(x, n, m, e, w, dot, sum_w, 0)
+#define SHIFTED_SUM_ROW(x, n, m, d) NAME(exp_sum_row_f32)(x, n, m, d, NULL, NULL, NULL, 1)
 #define EXP_LANES NAME(exp_lanes_f32)
 #define TILE_WEIGHTS NAME(tile_weights_f32)
 #endif
@@ -105,6 +110,7 @@
 #undef LOGT
 #undef SEL
 #undef EXP_SUM_ROW
+#undef SHIFTED_SUM_ROW
 #undef EXP_LANES
 #undef TILE_WEIGHTS
 
