@@ -401,6 +401,44 @@ def problems(draw):
     return x, -1, rng
 
 
+@pytest.mark.parametrize("num_classes", [33, 50, 100, 129, 200, 1000])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_wide_rows_whose_max_lies_past_the_last_whole_block(isa, num_classes, dtype):
+    # A wide row's max is taken over whole blocks of 16 entries with vectors and over the
+    # last C % 16 one by one: the max, +inf and NaN placed only there must still be found
+    # (a max missed there gives exps over 1: wrong sums, a +inf missed gives no NaN).
+    rng = np.random.default_rng(num_classes)
+    rows = 12  # pairs of rows and single ones
+    x = (rng.standard_normal((rows, num_classes)) * 2).astype(dtype)
+    tail = num_classes - num_classes % 16
+    x[0, -1] = 9.0  # the max in the last entry
+    x[1, tail] = 9.0  # in the first entry past the whole blocks
+    x[2, -1], x[3, -1] = np.inf, np.nan
+    x[4, :tail] = -np.inf  # finite entries only past the whole blocks
+    x[5, -1] = 9.0  # the second row of a pair
+    x[6, -1] = 9.0  # the first row of a pair
+    y = rng.integers(0, num_classes, rows)
+    y[4] = num_classes - 1
+    t = rng.random((rows, num_classes)).astype(dtype)
+    t /= t.sum(-1, keepdims=True)
+    calls = {
+        "softmax": lambda: sx.softmax(x),
+        "log_softmax": lambda: sx.log_softmax(x),
+        "logsumexp": lambda: sx.logsumexp(x),
+        "cross_entropy_with_grad": lambda: sx.cross_entropy_with_grad(x, y, reduction="none"),
+        "probs_with_grad": lambda: sx.cross_entropy_with_grad(x, t, reduction="none"),
+    }
+    scale = logit_scale(x[np.isfinite(x)])
+    for name, call in calls.items():
+        got, expected = call(), _with_numpy_kernels(call)
+        if not isinstance(got, tuple):  # the loss and the gradient, or one array
+            got, expected = (got,), (expected,)
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(e), err_msg=name)
+            keep = ~np.isnan(e)
+            assert_close(g[keep], e[keep], dtype, scale=scale)
+
+
 @settings(max_examples=60, deadline=None)
 @given(problem=problems())
 def test_softmax_family_matches_the_numpy_kernels(problem):
