@@ -92,18 +92,23 @@ static inline double sel_f64(int c, double a, double b)
     return f64_from_bits((f64_bits(a) & m) | (f64_bits(b) & ~m));
 }
 
-/* Rows with at most NARROW_MAX_CLASSES classes are computed NARROW_TILE at a time,
- * transposed so that the vector lanes run across rows; so are logsumexp's rows of up to
- * NARROW_LOGSUMEXP_MAX_CLASSES classes (NARROW_LOGSUMEXP_MAX_CLASSES_F64 in float64),
- * which write nothing back row by row (where the transpose back would cost more than the
- * lanes across rows save). The cross-entropy forward keeps NARROW_MAX_CLASSES, the limit
- * of its gradient, so that its loss is the gradient call's bit for bit. The limits are
- * where the two regimes measured even (one thread, x86-64-v4; the float64 logsumexp limit
- * on 2 threads, where rows of 56-128 classes ran 1.2-1.55x faster along the row). Longer
- * rows are vectorized along the row. In a tile, one class's entries lie NARROW_STRIDE
- * apart: the 16 entries of padding keep the transposes' strided accesses off a
- * power-of-two stride (measured 10-20% faster). */
-#define NARROW_MAX_CLASSES 32
+/* Rows with at most NARROW_MAX_CLASSES classes (NARROW_SOFTMAX_MAX_CLASSES for softmax)
+ * are computed NARROW_TILE at a time, transposed so that the vector lanes run across rows;
+ * so are logsumexp's rows of up to NARROW_LOGSUMEXP_MAX_CLASSES classes
+ * (NARROW_LOGSUMEXP_MAX_CLASSES_F64 in float64), which write nothing back row by row
+ * (where the transpose back would cost more than the lanes across rows save). The
+ * cross-entropy forward keeps the limit of its gradient, so that its loss is the gradient
+ * call's bit for bit. The limits are where the two regimes measured even (one thread,
+ * x86-64-v4; the float64 logsumexp limit on 2 threads, where rows of 56-128 classes ran
+ * 1.2-1.55x faster along the row): at 33 and 40 classes the tiles took 0.83-0.89x the
+ * wide rows' time for the cross-entropy with gradient and log_softmax (the forward alone
+ * 0.40-0.45x, probability targets 0.54-0.74x; the AVX2 and baseline builds 0.47-0.82x),
+ * at 48 1.03-1.09x; softmax's rows were 1.33x faster along the row from 33 on. Longer rows
+ * are vectorized along the row. In a tile, one class's entries lie NARROW_STRIDE apart:
+ * the 16 entries of padding keep the transposes' strided accesses off a power-of-two
+ * stride (measured 10-20% faster). */
+#define NARROW_MAX_CLASSES 40
+#define NARROW_SOFTMAX_MAX_CLASSES 32
 #define NARROW_LOGSUMEXP_MAX_CLASSES 128
 #define NARROW_LOGSUMEXP_MAX_CLASSES_F64 48
 #define NARROW_TILE 64

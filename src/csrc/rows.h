@@ -1042,17 +1042,22 @@ static void K(narrow_ce_prob)(const job_t *J, T *xt, T *qt)
 
 /* wt[r] = cw[y[r]] ok[r] for r < n, 1 for the lanes from n on (y: the tile's classes,
  * padding lanes included, in [0, C)). Where the build has TILE_WEIGHTS, permutes of the
- * weights in registers; else a scalar loop, since a vector gather measured 2.5x slower on
- * AMD (and the compiler vectorizes this loop with one unless told not to). */
-#if defined(__GNUC__) && !defined(__clang__) && !defined(TILE_WEIGHTS)
+ * weights in registers (up to TILE_WEIGHTS_MAX_CLASSES classes); else a scalar loop,
+ * since a vector gather measured 2.5x slower on AMD (and the compiler vectorizes this
+ * loop with one unless told not to). */
+#define TILE_WEIGHTS_MAX_CLASSES 32
+#if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
 static void K(class_weights)(const T *cw, ptrdiff_t C, const int32_t *y, const T *ok,
                              ptrdiff_t n, T *wt)
 {
 #ifdef TILE_WEIGHTS
-    TILE_WEIGHTS(cw, C, y, ok, n, wt);
-#else
+    if (C <= TILE_WEIGHTS_MAX_CLASSES) {
+        TILE_WEIGHTS(cw, C, y, ok, n, wt);
+        return;
+    }
+#endif
     (void)C;
 #if defined(__clang__)
 #pragma clang loop vectorize(disable)
@@ -1061,7 +1066,6 @@ static void K(class_weights)(const T *cw, ptrdiff_t C, const int32_t *y, const T
         wt[r] = cw[y[r]] * ok[r];
     for (ptrdiff_t r = n; r < TL; r++)
         wt[r] = 1;
-#endif
 }
 
 /* The class-index targets of a tile's rows i0..i0+n-1 in lanes (see job_t): the class
@@ -1231,7 +1235,9 @@ static int K(run)(const job_t *J)
      * cross_entropy_with_grad is cross_entropy's, bit for bit. */
     const ptrdiff_t lse_max = sizeof(T) == sizeof(double) ? NARROW_LOGSUMEXP_MAX_CLASSES_F64
                                                           : NARROW_LOGSUMEXP_MAX_CLASSES;
-    const int narrow = C <= (J->op == OP_LOGSUMEXP ? lse_max : NARROW_MAX_CLASSES);
+    const int narrow = C <= (J->op == OP_LOGSUMEXP  ? lse_max
+                             : J->op == OP_SOFTMAX ? NARROW_SOFTMAX_MAX_CLASSES
+                                                   : NARROW_MAX_CLASSES);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
     size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
