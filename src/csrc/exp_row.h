@@ -6,11 +6,12 @@
  *
  * ER_NAME(x, n, m, e, w, dot, sum_w, shifted) = sum_j exp(x_j - m) over the n entries of
  * contiguous row x, each exp (or, when shifted, each x_j - m) stored in e[j] unless e is
- * NULL (e may be x: every entry is read before it is overwritten). When dot is not NULL, also *dot = sum_j w_j (x_j - m) (w NULL: all
- * ones) and, when sum_w is not NULL, *sum_w = sum_j w_j: the sums the label smoothing and
- * the probability targets need, in the same pass. Each sum runs in ER_LANES lanes, added
- * up at the end, in the same order whatever else is computed. The last n % ER_LANES
- * entries take one masked vector: lanes past the row are neither read, added nor stored.
+ * NULL (e may be x: every entry is read before it is overwritten). When dot is not NULL,
+ * also *dot = sum_j w_j (x_j - m) (w NULL: all ones) and, when sum_w is not NULL,
+ * *sum_w = sum_j w_j: the sums the label smoothing and the probability targets need, in
+ * the same pass. Each sum runs in ER_LANES lanes, added up at the end, in the same order
+ * whatever else is computed. The last n % ER_LANES entries take one masked vector: lanes
+ * past the row are neither read, added nor stored.
  */
 
 /* One vector of ER_NAME's loop: lanes k of entries x[0..] (and w[0..]) added into the sums,

@@ -18,7 +18,8 @@
  * Wide rows (see NARROW_MAX_CLASSES for where they start), vectorized along the row,
  * three passes over a row that stays in cache: the load (converting float16 or gathering a
  * strided row into a contiguous scratch row) fused with the max; exp(x - m), its sum and
- * the dot products the options need, storing exp where an output follows; then the output.
+ * the dot products the options need, storing exp where an output follows (log_softmax in
+ * the AVX-512 build: x - m); then the output.
  * logsumexp reads long contiguous rows in one pass instead, part by part (lse_row), and
  * contiguous rows of up to PAIR_MAX_CLASSES run two per loop (pair_map, pair_ce).
  * Narrow rows are transposed NARROW_TILE at a time into a (C, tile) scratch so that every
