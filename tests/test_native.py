@@ -1213,7 +1213,9 @@ def test_narrow_tiles_moved_through_registers_are_the_tiles_moved_entry_by_entry
     # 64 + 16 + 5 rows (a full tile, then a partial tile of one group and five single
     # rows), and the outputs' masked stores must leave the bytes past each row alone.
     rng = np.random.default_rng(11)
-    for num_classes in range(1, 41):  # up to the narrow limit of the cross-entropy
+    # Up to the narrow limit of the cross-entropy, and of float16 (AVX-512: 100 classes).
+    counts = [*range(1, 41), *([48, 64, 99, 100] if dtype == np.float16 else [])]
+    for num_classes in counts:
         x = _special_logits(rng, (85, num_classes), dtype)
         if padded:  # rows further apart than C, NaN between them
             x = np.pad(x, ((0, 0), (0, 3)), constant_values=np.nan)[:, :num_classes]

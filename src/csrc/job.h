@@ -109,6 +109,15 @@ static inline double sel_f64(int c, double a, double b)
  * stride (measured 10-20% faster). */
 #define NARROW_MAX_CLASSES 40
 #define NARROW_SOFTMAX_MAX_CLASSES 32
+/* Rows stored as float16 run along the row one at a time (no pairs of rows), each
+ * converted into a scratch row and back: against the AVX-512 build's tiles (moved through
+ * register transposes) they took 1.5-2.2x the time at 64 and 100 classes for the
+ * cross-entropy and log_softmax, 1.1-1.65x for softmax and probability targets (the
+ * latter's gradient even at 64), and 2.6-5.5x at 33-40; at 128 they were even or faster
+ * (1.0-1.3x) (one thread, x86-64-v4). There every kernel but logsumexp takes tiles up to
+ * this many float16 classes; the AVX2 build's tiles, whose gathers convert, were
+ * 1.15-1.8x slower at 64 and 100 classes and keep the limits above. */
+#define NARROW_F16_MAX_CLASSES 100
 #define NARROW_LOGSUMEXP_MAX_CLASSES 128
 #define NARROW_LOGSUMEXP_MAX_CLASSES_F64 48
 #define NARROW_TILE 64

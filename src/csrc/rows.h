@@ -743,7 +743,9 @@ static inline void K(prefetch_part)(const S *x, ptrdiff_t rs, ptrdiff_t n, ptrdi
 /* xt[c][r] = x[i0 + r][c] for r < n; padding rows hold 0 (computed, never stored).
  * Contiguous classes, where the build has TILE_LOAD: TILE_GROUP rows at a time through a
  * transpose in registers (about 1.1-1.5x faster than the vector gathers below at 10-32
- * classes, and as fast or slower from 48 on, where logsumexp's tiles keep the gathers),
+ * classes, and as fast or slower from 48 on, where logsumexp's tiles keep the gathers;
+ * float16 tiles, whose gathers also convert, take the transposes up to 128 classes:
+ * logsumexp 1.5-1.8x faster at 64-128),
  * the rows past the last full group entry by entry. Otherwise a full tile is loaded a
  * class at a time as vector gathers (the fastest of the orders measured), the next tile's
  * rows (of the rows_left from x on) prefetched when classes are contiguous; the last,
@@ -754,7 +756,7 @@ static inline void K(gather)(const S *x, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n
     const ptrdiff_t n_next = cs != 1 ? 0 : rows_left - TL < TL ? rows_left - TL : TL;
     ptrdiff_t r0 = 0; /* rows already in the tile: those of whole groups */
 #ifdef TILE_LOAD
-    if (cs == 1 && C <= NARROW_MAX_CLASSES) {
+    if (cs == 1 && C <= (SAME ? NARROW_MAX_CLASSES : NARROW_LOGSUMEXP_MAX_CLASSES)) {
         /* The next tile's rows first: the hardware prefetchers fell behind these loads
          * (probability targets, which load two tiles, one thread: 1.6-2.6x faster). */
         for (ptrdiff_t r = 0; r < n_next; r++)
@@ -1236,9 +1238,13 @@ static int K(run)(const job_t *J)
      * cross_entropy_with_grad is cross_entropy's, bit for bit. */
     const ptrdiff_t lse_max = sizeof(T) == sizeof(double) ? NARROW_LOGSUMEXP_MAX_CLASSES_F64
                                                           : NARROW_LOGSUMEXP_MAX_CLASSES;
-    const int narrow = C <= (J->op == OP_LOGSUMEXP  ? lse_max
-                             : J->op == OP_SOFTMAX ? NARROW_SOFTMAX_MAX_CLASSES
-                                                   : NARROW_MAX_CLASSES);
+#if !SAME && defined(TILE_LOAD) /* float16 rows: one at a time, converted (see job.h) */
+    const ptrdiff_t narrow_max = NARROW_F16_MAX_CLASSES;
+#else
+    const ptrdiff_t narrow_max =
+        J->op == OP_SOFTMAX ? NARROW_SOFTMAX_MAX_CLASSES : NARROW_MAX_CLASSES;
+#endif
+    const int narrow = C <= (J->op == OP_LOGSUMEXP ? lse_max : narrow_max);
     /* Scratch rows, 64-byte aligned so the vector loops split them the same way on every
      * thread and call (a different split would change how a row's sum is rounded). */
     size_t per = narrow ? (size_t)C * NARROW_STRIDE : (size_t)C;
