@@ -100,11 +100,12 @@ static inline double sel_f64(int c, double a, double b)
  * cross-entropy forward keeps the limit of its gradient, so that its loss is the gradient
  * call's bit for bit. The limits are where the two regimes measured even (one thread,
  * x86-64-v4; the float64 logsumexp limit on 2 threads, where rows of 56-128 classes ran
- * 1.2-1.55x faster along the row): at 33 and 40 classes the tiles took 0.83-0.89x the
- * wide rows' time for the cross-entropy with gradient and log_softmax (the forward alone
- * 0.40-0.45x, probability targets 0.54-0.74x; the AVX2 and baseline builds 0.47-0.82x),
- * at 48 1.03-1.09x; softmax's rows were 1.33x faster along the row from 33 on. Longer rows
- * are vectorized along the row. In a tile, one class's entries lie NARROW_STRIDE apart:
+ * 1.2-1.55x faster along the row): at 33 and 40 float32 classes the tiles took
+ * 0.83-0.89x the wide rows' time for the cross-entropy with gradient and log_softmax (the
+ * forward alone 0.40-0.45x, probability targets 0.54-0.74x; the AVX2 and baseline builds
+ * 0.47-0.82x), at 48 1.03-1.09x; softmax's rows were 1.33x faster along the row from 33
+ * on; float64 at 33-40 measured even (0.79-1.06x). Longer rows are vectorized along the
+ * row. In a tile, one class's entries lie NARROW_STRIDE apart:
  * the 16 entries of padding keep the transposes' strided accesses off a power-of-two
  * stride (measured 10-20% faster). */
 #define NARROW_MAX_CLASSES 40

@@ -30,16 +30,19 @@
 #define CAT2(a, b) CAT2_(a, b)
 #define K(f) NAME(CAT2(f, SFX))
 
+/* Wide rows are vectorized EXP_BLOCK entries at a time (a multiple of every vector width
+ * used), their last C % EXP_BLOCK entries apart (see row_max and exp_tail). */
+#define EXP_BLOCK 16
+
 /* The max of m and the n entries of contiguous x (NaN entries are skipped): a vector loop
- * over whole blocks of MAX_BLOCK entries, then the rest one by one. An omp simd max over
+ * over whole blocks of EXP_BLOCK entries, then the rest one by one. An omp simd max over
  * all n entries, where n is not a multiple of the vector width, ends in GCC's epilogue,
  * which keeps the partial maxima in a stack array, updates one lane with scalar stores
  * and then reads the array back as a vector: a store-to-load forwarding failure that
  * made rows of 100 classes 1.5-2x as slow per logit as rows of 96 or 112 on Zen 4. */
-#define MAX_BLOCK 16
 static ALWAYS_INLINE T K(row_max)(const T *x, ptrdiff_t n, T m)
 {
-    const ptrdiff_t B = n - n % MAX_BLOCK;
+    const ptrdiff_t B = n - n % EXP_BLOCK;
 #pragma omp simd reduction(max : m)
     for (ptrdiff_t j = 0; j < B; j++)
         m = x[j] > m ? x[j] : m;
@@ -153,11 +156,9 @@ static inline void K(store)(S *o, ptrdiff_t cs, ptrdiff_t C, const T *row)
     }
 }
 
-/* Wide rows are vectorized EXP_BLOCK entries at a time (a multiple of every vector width
- * used); the last C % EXP_BLOCK entries of a row get their exps from one more, padded
+/* The last C % EXP_BLOCK entries of a wide row get their exps from one more, padded
  * vector instead of a scalar remainder loop, which paid a scalar exp per entry (some 40% of
  * the time of a 100-class row). v[j] = exp(xr[j] - m) for j < n, 0 after. */
-#define EXP_BLOCK 16
 
 static inline void K(exp_tail)(const T *xr, ptrdiff_t n, T m, T *v)
 {
@@ -250,7 +251,7 @@ static ALWAYS_INLINE void K(pair_sum_exp)(const T *x0, const T *x1, ptrdiff_t C,
                                           T *max0, T *max1, T *sum0, T *sum1)
 {
     T m0 = -INFINITY, m1 = -INFINITY;
-    const ptrdiff_t W = C - C % MAX_BLOCK; /* the rest one by one: see row_max */
+    const ptrdiff_t W = C - C % EXP_BLOCK; /* the rest one by one: see row_max */
 #pragma omp simd reduction(max : m0, m1)
     for (ptrdiff_t j = 0; j < W; j++) {
         m0 = x0[j] > m0 ? x0[j] : m0;
@@ -1083,7 +1084,7 @@ static int K(tile_targets)(const job_t *J, ptrdiff_t i0, ptrdiff_t n, int32_t *y
         ok[r] = 1;
     }
     /* Loops of one job each: a condition inside an omp simd loop can keep it scalar. */
-    if (J->raw_targets) { /* C <= NARROW_MAX_CLASSES: a class fits int32 */
+    if (J->raw_targets) { /* a narrow tile's class fits int32 */
         const int64_t ignore = J->ignore_index;
 #pragma omp simd reduction(+ : ignored)
         for (ptrdiff_t r = 0; r < n; r++) {
@@ -1125,7 +1126,7 @@ static void K(narrow_ce)(const job_t *J, T *xt)
     const T keep = (T)(1.0 - J->smoothing), eps_c = (T)(J->smoothing / (double)C);
     const T eps_w_c = (T)(J->smoothing * J->weight_sum / (double)C);
     T m[TL], s[TL], dot[TL], x_y[TL], k[TL], hit[TL], spread[TL];
-    int32_t y[TL]; /* C <= NARROW_MAX_CLASSES: fits, and compares in lanes */
+    int32_t y[TL]; /* a narrow tile's class fits, and compares in lanes */
     const T g_scalar = (T)J->g_scalar; /* in a local: stores to the tile could alias */
     for (ptrdiff_t i0 = 0; i0 < J->rows; i0 += TL) {
         const ptrdiff_t n = K(load_tile)(J, i0, C, xt, m);
