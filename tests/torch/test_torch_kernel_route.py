@@ -188,14 +188,26 @@ def test_ignored_rows_with_non_finite_logits_get_a_zero_gradient(torch_kernel_ro
 
 
 @pytest.mark.parametrize("rows", [8, 100])  # checked as a list, and as a tensor
-def test_out_of_range_class_index_is_softxents_error(torch_kernel_route, rows):
+@pytest.mark.parametrize("need_grad", [True, False])
+def test_out_of_range_class_index_is_softxents_error(torch_kernel_route, rows, need_grad):
+    # torch's kernel finds it (IndexError); the call reports softxent's ValueError.
     x, t, _ = make_call((rows, 5))
     t[rows - 1] = 5
-    with pytest.raises(ValueError, match=rf"target\[{rows - 1}\] = 5 is out of range"):
-        cross_entropy(x, t)
-    t[rows - 1] = -100
-    t[0] = -3
-    with pytest.raises(ValueError, match=r"target\[0\] = -3 is out of range"):
+    with torch.set_grad_enabled(need_grad):
+        with pytest.raises(ValueError, match=rf"target\[{rows - 1}\] = 5 is out of range"):
+            cross_entropy(x, t)
+        t[rows - 1] = -100
+        t[0] = -3
+        with pytest.raises(ValueError, match=r"target\[0\] = -3 is out of range"):
+            cross_entropy(x, t, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 5, 3)])
+def test_out_of_range_class_index_of_other_ranks(torch_kernel_route, shape):
+    x, t, _ = make_call(shape)
+    t.view(-1)[-1] = -7
+    position = ", ".join(str(n - 1) for n in t.shape)
+    with pytest.raises(ValueError, match=rf"target\[{position}\] = -7 is out of range"):
         cross_entropy(x, t)
 
 
