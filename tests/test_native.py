@@ -185,6 +185,48 @@ def test_the_wide_rows_exp_takes_special_values_and_any_length(isa, dtype):
         assert np.all(out[n:] == 7.0), n
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_of_one_to_two_is_log_bit_for_bit(isa, dtype):
+    # The binary cross-entropy with logits takes log(1 + exp(-|x|)) from a log of [1, 2]
+    # without the general log's exponent and special-value steps: the same bits, both
+    # sides of the sqrt(2) threshold where the reduction halves its argument included.
+    threshold = dtype(np.sqrt(2.0))
+    u = np.concatenate(
+        [
+            np.linspace(1.0, 2.0, 400_001),
+            [1.0, 2.0, np.nan, threshold, np.nextafter(threshold, dtype(1.0))],
+            np.nextafter(threshold, dtype(2.0), dtype=dtype) + np.arange(8) * np.finfo(dtype).eps,
+        ]
+    ).astype(dtype)
+    general, short = np.empty_like(u), np.empty_like(u)
+    core.elementwise(u, general, 1)
+    core.elementwise(u, short, 6)
+    np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_binary_cross_entropys_exp_of_minus_abs(isa, dtype):
+    # exp(-|x|) of any x (AVX-512: the wide rows' exp of -|x|, else the exp of non-positive
+    # arguments): NaN stays NaN, infinities give 0, rows of any length keep their tail.
+    info = np.finfo(dtype)
+    x = np.concatenate(
+        [
+            np.linspace(-800.0, 800.0, 100_001),
+            [np.inf, -np.inf, np.nan, 0.0, -0.0, info.max, -info.max, info.smallest_subnormal],
+        ]
+    ).astype(dtype)
+    got, want = np.empty_like(x), np.empty_like(x)
+    core.elementwise(x, got, 7)
+    negative = -np.abs(x)
+    core.elementwise(negative, want, 5)
+    np.testing.assert_array_equal(got, want)
+    for n in range(1, 33):
+        out = np.full(n + 8, 7.0, dtype)
+        core.elementwise(x[-n:], out[:n], 7)
+        np.testing.assert_array_equal(out[:n], got[-n:])
+        assert np.all(out[n:] == 7.0), n
+
+
 @pytest.mark.parametrize("num_classes", [33, 64, 100, 128, 129])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fn", [sx.softmax, sx.log_softmax])
@@ -841,6 +883,27 @@ def test_elementwise_loss_blocks_match_the_numpy_kernels(
         assert_close(got_loss, expected_loss, dtype, scale=scale)
         if with_grad:
             assert_close(got_grad, expected_grad, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", [255, 256, 257, 1000])
+def test_bce_with_logits_over_long_rows(isa, dtype, length):
+    # Long rows run in chunks (AVX-512: the exps of a chunk first): every operand of an
+    # entry must stay with it across the chunks' boundaries, specials at them included.
+    rng = np.random.default_rng(length)
+    x, t = _elementwise_operands("bce_with_logits", rng, (1, length), dtype, specials=False)
+    for j in (0, 254, 255, 256, 257, 511, 512, length - 1):
+        if j < length:
+            x[0, j] = [np.nan, np.inf, -np.inf, 80.0, -80.0][j % 5]
+    w, p, g = (rng.uniform(0.5, 2.0, (1, length)).astype(dtype) for _ in range(3))
+    ops = (x, t, w, p)
+    kernel = _elementwise_kernels.bce_with_logits_block
+    expected_loss, expected_grad = _numpy_elementwise(kernel, ops, g, x.shape, dtype, True)
+    loss, grad = np.empty_like(x), np.empty_like(x)
+    assert _native.elementwise_loss_block(_native.BCE_WITH_LOGITS, *ops, g, loss, grad)
+    scale = logit_scale(x) * 4.0
+    assert_close(loss, expected_loss, dtype, scale=scale)
+    assert_close(grad, expected_grad, dtype, scale=scale)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

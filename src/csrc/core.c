@@ -509,7 +509,8 @@ static PyObject *py_elementwise_loss(PyObject *self, PyObject *args)
 }
 
 /* elementwise(x, y, func): func 0 exp, 1 log, 4 exp of arguments <= 0, 5 the wide rows'
- * exp of arguments <= 0 (float32/float64),
+ * exp of arguments <= 0, 6 log of [1, 2], 7 exp(-|x|) of the binary cross-entropy
+ * (float32/float64),
  * 2 float32 -> float16 bits, 3 float16 -> float32; contiguous 1-d arrays. The tests of
  * the element functions, and the elementwise losses' float16 blocks (convert_block). */
 static PyObject *py_elementwise(PyObject *self, PyObject *args)
@@ -529,7 +530,7 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "x and y must be contiguous and of one length");
         goto error;
     }
-    int math = func == 0 || func == 1 || func == 4 || func == 5;
+    int math = func == 0 || func == 1 || (func >= 4 && func <= 7);
     int exp32 = math && kx == K_F32 && ky == K_F32;
     int exp64 = math && kx == K_F64 && ky == K_F64;
     int store = func == 2 && kx == K_F32 && by->itemsize == 2;
@@ -609,7 +610,8 @@ static PyMethodDef methods[] = {
      "block (0 mse, 1 bce with logits, 2 bce, 3 kl_div, 4 kl_div with log targets)."},
     {"elementwise", py_elementwise, METH_VARARGS,
      "elementwise(x, y, func): the kernels' exp (0), log (1), float16 store (2) and load (3), "
-     "exp of arguments <= 0 (4), the wide rows' exp of arguments <= 0 (5)."},
+     "exp of arguments <= 0 (4), the wide rows' exp of arguments <= 0 (5), log of [1, 2] (6), "
+     "exp(-|x|) of the binary cross-entropy (7)."},
     {"buffer", py_buffer, METH_O,
      "buffer(nbytes) -> Buffer: a writable block, kept for a later call when freed."},
     {"set_buffer_cache", py_set_buffer_cache, METH_O,

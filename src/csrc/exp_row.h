@@ -1,8 +1,8 @@
 /* The row kernels' exp loops in AVX-512 intrinsics for one dtype, included by mathfuncs.h
  * (float32, float64) with ER_T (the element), ER_V (its vector), ER_MASK (a lane mask),
  * ER_LANES, ER_OP(op) (the intrinsic _mm512_<op>_ps or _pd), ER_EXP (the vector exp of
- * arguments <= 0), ER_NAME and ER_LANES_NAME (the two functions' names) defined; it
- * undefines them.
+ * arguments <= 0), ER_NAME, ER_LANES_NAME and ER_NEG_ABS_NAME (the three functions' names)
+ * defined; it undefines them.
  *
  * ER_NAME(x, n, m, e, w, dot, sum_w, shifted) = sum_j exp(x_j - m) over the n entries of
  * contiguous row x, each exp (or, when shifted, each x_j - m) stored in e[j] unless e is
@@ -68,6 +68,21 @@ static ALWAYS_INLINE void ER_LANES_NAME(const ER_T *x, const ER_T *m, ER_T *v, i
         ER_OP(storeu)(v + r, ER_EXP(ER_OP(sub)(ER_OP(loadu)(x + r), ER_OP(loadu)(m + r))));
 }
 
+/* e[j] = exp(-|x[j]|) for j < n (NaN stays NaN): the exps of the binary cross-entropy with
+ * logits. Whole vectors with plain loads, the last n % ER_LANES entries masked. */
+static ALWAYS_INLINE void ER_NEG_ABS_NAME(const ER_T *x, ER_T *e, ptrdiff_t n)
+{
+    const ER_V zero = ER_OP(setzero)();
+    ptrdiff_t j = 0;
+    for (; j + ER_LANES <= n; j += ER_LANES)
+        ER_OP(storeu)(e + j, ER_EXP(ER_OP(sub)(zero, ER_OP(abs)(ER_OP(loadu)(x + j)))));
+    if (j < n) {
+        const ER_MASK k = (ER_MASK)((1u << (n - j)) - 1u);
+        ER_V v = ER_OP(sub)(zero, ER_OP(abs)(ER_OP(maskz_loadu)(k, x + j)));
+        ER_OP(mask_storeu)(e + j, k, ER_EXP(v));
+    }
+}
+
 #undef ER_T
 #undef ER_V
 #undef ER_MASK
@@ -76,4 +91,5 @@ static ALWAYS_INLINE void ER_LANES_NAME(const ER_T *x, const ER_T *m, ER_T *v, i
 #undef ER_EXP
 #undef ER_NAME
 #undef ER_LANES_NAME
+#undef ER_NEG_ABS_NAME
 #undef ER_STEP

@@ -13,12 +13,14 @@
 #define EXPT NAME(exp_f64)
 #define EXPN NAME(exp_nonpos_f64)
 #define LOGT NAME(log_f64)
+#define LOG12 NAME(log_1_2_f64)
 #define SEL sel_f64
 #if defined(__AVX512F__)
 #define EXP_SUM_ROW(x, n, m, e, w, dot, sum_w) \
     NAME(exp_sum_row_f64)(x, n, m, e, w, dot, sum_w, 0)
 #define SHIFTED_SUM_ROW(x, n, m, d) NAME(exp_sum_row_f64)(x, n, m, d, NULL, NULL, NULL, 1)
 #define EXP_LANES NAME(exp_lanes_f64)
+#define EXP_NEG_ABS NAME(exp_neg_abs_f64)
 #define TILE_WEIGHTS NAME(tile_weights_f64)
 #endif
 
@@ -44,10 +46,12 @@
 #undef EXPT
 #undef EXPN
 #undef LOGT
+#undef LOG12
 #undef SEL
 #undef EXP_SUM_ROW
 #undef SHIFTED_SUM_ROW
 #undef EXP_LANES
+#undef EXP_NEG_ABS
 #undef TILE_WEIGHTS
 
 /* ---- computed in float: float32, then float16 ---- */
@@ -55,12 +59,14 @@
 #define EXPT NAME(exp_f32)
 #define EXPN NAME(exp_nonpos_f32)
 #define LOGT NAME(log_f32)
+#define LOG12 NAME(log_1_2_f32)
 #define SEL sel_f32
 #if defined(__AVX512F__)
 #define EXP_SUM_ROW(x, n, m, e, w, dot, sum_w) \
     NAME(exp_sum_row_f32)(x, n, m, e, w, dot, sum_w, 0)
 #define SHIFTED_SUM_ROW(x, n, m, d) NAME(exp_sum_row_f32)(x, n, m, d, NULL, NULL, NULL, 1)
 #define EXP_LANES NAME(exp_lanes_f32)
+#define EXP_NEG_ABS NAME(exp_neg_abs_f32)
 #define TILE_WEIGHTS NAME(tile_weights_f32)
 #endif
 
@@ -108,10 +114,12 @@
 #undef EXPT
 #undef EXPN
 #undef LOGT
+#undef LOG12
 #undef SEL
 #undef EXP_SUM_ROW
 #undef SHIFTED_SUM_ROW
 #undef EXP_LANES
+#undef EXP_NEG_ABS
 #undef TILE_WEIGHTS
 
 /* float16 <-> float32 over contiguous arrays: the elementwise losses' float16 blocks

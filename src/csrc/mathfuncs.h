@@ -209,6 +209,7 @@ static ALWAYS_INLINE __m512 NAME(vexp_nonpos_f32)(__m512 x)
 #define ER_EXP NAME(vexp_nonpos_f64)
 #define ER_NAME NAME(exp_sum_row_f64)
 #define ER_LANES_NAME NAME(exp_lanes_f64)
+#define ER_NEG_ABS_NAME NAME(exp_neg_abs_f64)
 #include "exp_row.h"
 
 #define ER_T float
@@ -219,8 +220,22 @@ static ALWAYS_INLINE __m512 NAME(vexp_nonpos_f32)(__m512 x)
 #define ER_EXP NAME(vexp_nonpos_f32)
 #define ER_NAME NAME(exp_sum_row_f32)
 #define ER_LANES_NAME NAME(exp_lanes_f32)
+#define ER_NEG_ABS_NAME NAME(exp_neg_abs_f32)
 #include "exp_row.h"
 #endif
+
+/* log(2^k (1 + f)) for f in [sqrt(2)/2 - 1, sqrt(2) - 1) and dk = k (FreeBSD's e_logf.c). */
+static ALWAYS_INLINE float NAME(log_reduced_f32)(float f, float dk)
+{
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float w = z * z;
+    float t1 = w * (0.40000972152f + w * 0.24279078841f);
+    float t2 = z * (0.66666662693f + w * 0.28498786688f);
+    float R = t2 + t1;
+    float hfsq = 0.5f * f * f;
+    return dk * 6.9313812256e-01f - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
+}
 
 static ALWAYS_INLINE float NAME(log_f32)(float x)
 {
@@ -231,16 +246,7 @@ static ALWAYS_INLINE float NAME(log_f32)(float x)
     uint32_t ix = f32_bits(xs) + (0x3f800000u - 0x3f3504f3u);
     int32_t k = (int32_t)(ix >> 23) - 0x7f - kbias;
     float fm = f32_from_bits((ix & 0x007fffffu) + 0x3f3504f3u);
-    float f = fm - 1.0f;
-    float s = f / (2.0f + f);
-    float z = s * s;
-    float w = z * z;
-    float t1 = w * (0.40000972152f + w * 0.24279078841f);
-    float t2 = z * (0.66666662693f + w * 0.28498786688f);
-    float R = t2 + t1;
-    float hfsq = 0.5f * f * f;
-    float dk = (float)k;
-    float y = dk * 6.9313812256e-01f - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
+    float y = NAME(log_reduced_f32)(fm - 1.0f, (float)k);
     y = sel_f32(x == 0.0f, -INFINITY, y);
     y = sel_f32(x == INFINITY, INFINITY, y);
     y = sel_f32(x < 0.0f, NAN, y);
@@ -248,15 +254,18 @@ static ALWAYS_INLINE float NAME(log_f32)(float x)
     return y;
 }
 
-static ALWAYS_INLINE double NAME(log_f64)(double x)
+/* log(u) for u in [1, 2] or NaN: log_f32's bits in fewer operations (no exponent to
+ * extract, no special value): k is 1 from log_f32's threshold on (0x3fb504f3, just
+ * above sqrt(2)), where fm = u / 2 exactly. */
+static ALWAYS_INLINE float NAME(log_1_2_f32)(float u)
 {
-    int tiny = x < 0x1p-1022;
-    double xs = sel_f64(tiny, x * 0x1p54, x);
-    int64_t kbias = (int64_t)((uint64_t)0 - (uint64_t)tiny) & 54;
-    uint64_t ix = f64_bits(xs) + ((uint64_t)(0x3ff00000u - 0x3fe6a09eu) << 32);
-    uint64_t k = (ix >> 52) - 0x3ff - (uint64_t)kbias;
-    double fm = f64_from_bits((ix & 0x000fffffffffffffull) + ((uint64_t)0x3fe6a09eu << 32));
-    double f = fm - 1.0;
+    int big = u >= 0x1.6a09e6p+0f;
+    return NAME(log_reduced_f32)(sel_f32(big, u * 0.5f, u) - 1.0f, sel_f32(big, 1.0f, 0.0f));
+}
+
+/* log(2^k (1 + f)) for f in [sqrt(2)/2 - 1, sqrt(2) - 1) and dk = k (FreeBSD's e_log.c). */
+static ALWAYS_INLINE double NAME(log_reduced_f64)(double f, double dk)
+{
     double s = f / (2.0 + f);
     double z = s * s;
     double w = z * z;
@@ -267,15 +276,34 @@ static ALWAYS_INLINE double NAME(log_f64)(double x)
                           w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
     double R = t2 + t1;
     double hfsq = 0.5 * f * f;
+    return dk * 6.93147180369123816490e-01 -
+           ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+}
+
+static ALWAYS_INLINE double NAME(log_f64)(double x)
+{
+    int tiny = x < 0x1p-1022;
+    double xs = sel_f64(tiny, x * 0x1p54, x);
+    int64_t kbias = (int64_t)((uint64_t)0 - (uint64_t)tiny) & 54;
+    uint64_t ix = f64_bits(xs) + ((uint64_t)(0x3ff00000u - 0x3fe6a09eu) << 32);
+    uint64_t k = (ix >> 52) - 0x3ff - (uint64_t)kbias;
+    double fm = f64_from_bits((ix & 0x000fffffffffffffull) + ((uint64_t)0x3fe6a09eu << 32));
     /* (double)k without an int64 conversion: k in the low bits of 1.5*2^52 */
     double dk = f64_from_bits(f64_bits(0x1.8p52) + k) - 0x1.8p52;
-    double y = dk * 6.93147180369123816490e-01 -
-               ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+    double y = NAME(log_reduced_f64)(fm - 1.0, dk);
     y = sel_f64(x == 0.0, -INFINITY, y);
     y = sel_f64(x == INFINITY, INFINITY, y);
     y = sel_f64(x < 0.0, NAN, y);
     y = sel_f64(x != x, x, y);
     return y;
+}
+
+/* log(u) for u in [1, 2] or NaN: log_f64's bits in fewer operations (as log_1_2_f32; the
+ * threshold 0x3ff6a09e00000000 is the high word log_f64 compares). */
+static ALWAYS_INLINE double NAME(log_1_2_f64)(double u)
+{
+    int big = u >= 0x1.6a09ep+0;
+    return NAME(log_reduced_f64)(sel_f64(big, u * 0.5, u) - 1.0, sel_f64(big, 1.0, 0.0));
 }
 
 /* float16 bits -> float: exact. The 15 bits move to float's place and a multiplication by

@@ -1204,8 +1204,9 @@ static void K(narrow_ce)(const job_t *J, T *xt)
 #undef TILE_EXP
 
 #if SAME
-/* exp (func 0), log (1), EXPN (4) or the wide rows' exp (5: EXP_SUM_ROW's where it is
- * defined, else EXPN) of each entry of a contiguous array, for the tests. */
+/* exp (func 0), log (1), EXPN (4), the wide rows' exp (5: EXP_SUM_ROW's where it is
+ * defined, else EXPN), LOG12 (6) or the binary cross-entropy's exp(-|x|) (7: EXP_NEG_ABS
+ * where it is defined, else EXPN) of each entry of a contiguous array, for the tests. */
 static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int func)
 {
 #ifdef EXP_SUM_ROW
@@ -1214,6 +1215,24 @@ static void K(elementwise)(const T *x, T *y, ptrdiff_t n, int func)
         return;
     }
 #endif
+#ifdef EXP_NEG_ABS
+    if (func == 7) {
+        EXP_NEG_ABS(x, y, n);
+        return;
+    }
+#endif
+    if (func == 7) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = EXPN(-SEL(x[i] < (T)0, -x[i], x[i]));
+        return;
+    }
+    if (func == 6) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++)
+            y[i] = LOG12(x[i]);
+        return;
+    }
     if (func == 4 || func == 5) { /* EXPN, for arguments <= 0 */
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++)
