@@ -224,17 +224,22 @@ static ALWAYS_INLINE __m512 NAME(vexp_nonpos_f32)(__m512 x)
 #include "exp_row.h"
 #endif
 
-/* log(2^k (1 + f)) for f in [sqrt(2)/2 - 1, sqrt(2) - 1) and dk = k (FreeBSD's e_logf.c). */
+/* log(2^k (1 + f)) for f in [sqrt(2)/2 - 1, sqrt(2) - 1) and dk = k (FreeBSD's e_logf.c),
+ * with fused multiply-adds where the instruction set has them (dk * ln2_hi is exact, so
+ * the last one rounds as the subtraction did). Measured over 4M arguments, either way:
+ * at most 0.835 ulp (float), 0.833 (double). With them, the binary cross-entropy with
+ * logits took 0.86-0.94x the time (one thread, AVX-512), kl_div 0.86-0.93x. */
 static ALWAYS_INLINE float NAME(log_reduced_f32)(float f, float dk)
 {
     float s = f / (2.0f + f);
     float z = s * s;
     float w = z * z;
-    float t1 = w * (0.40000972152f + w * 0.24279078841f);
-    float t2 = z * (0.66666662693f + w * 0.28498786688f);
+    float t1 = w * MADD_F32(w, 0.24279078841f, 0.40000972152f);
+    float t2 = z * MADD_F32(w, 0.28498786688f, 0.66666662693f);
     float R = t2 + t1;
     float hfsq = 0.5f * f * f;
-    return dk * 6.9313812256e-01f - ((hfsq - (s * (hfsq + R) + dk * 9.0580006145e-06f)) - f);
+    return MADD_F32(dk, 6.9313812256e-01f,
+                    -((hfsq - MADD_F32(s, hfsq + R, dk * 9.0580006145e-06f)) - f));
 }
 
 static ALWAYS_INLINE float NAME(log_f32)(float x)
@@ -263,21 +268,21 @@ static ALWAYS_INLINE float NAME(log_1_2_f32)(float u)
     return NAME(log_reduced_f32)(sel_f32(big, u * 0.5f, u) - 1.0f, sel_f32(big, 1.0f, 0.0f));
 }
 
-/* log(2^k (1 + f)) for f in [sqrt(2)/2 - 1, sqrt(2) - 1) and dk = k (FreeBSD's e_log.c). */
+/* log(2^k (1 + f)) as log_reduced_f32, in double (FreeBSD's e_log.c). */
 static ALWAYS_INLINE double NAME(log_reduced_f64)(double f, double dk)
 {
     double s = f / (2.0 + f);
     double z = s * s;
     double w = z * z;
-    double t1 = w * (3.999999999940941908e-01 +
-                     w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
-    double t2 = z * (6.666666666666735130e-01 +
-                     w * (2.857142874366239149e-01 +
-                          w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double t1 = MADD_F64(w, 1.531383769920937332e-01, 2.222219843214978396e-01);
+    t1 = w * MADD_F64(w, t1, 3.999999999940941908e-01);
+    double t2 = MADD_F64(w, 1.479819860511658591e-01, 1.818357216161805012e-01);
+    t2 = MADD_F64(w, t2, 2.857142874366239149e-01);
+    t2 = z * MADD_F64(w, t2, 6.666666666666735130e-01);
     double R = t2 + t1;
     double hfsq = 0.5 * f * f;
-    return dk * 6.93147180369123816490e-01 -
-           ((hfsq - (s * (hfsq + R) + dk * 1.90821492927058770002e-10)) - f);
+    return MADD_F64(dk, 6.93147180369123816490e-01,
+                    -((hfsq - MADD_F64(s, hfsq + R, dk * 1.90821492927058770002e-10)) - f));
 }
 
 static ALWAYS_INLINE double NAME(log_f64)(double x)
