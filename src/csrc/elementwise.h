@@ -2,7 +2,8 @@
  * and double (float16 blocks run the NumPy kernels).
  *
  * Expects: T, SFX (name suffix), EXPT, EXPN (exp of x <= 0 or NaN), LOGT, LOG12 (log of
- * [1, 2] or NaN), SEL (c ? a : b for T), and rows.h's CAT2.
+ * [1, 2] or NaN), SEL (c ? a : b for T), and rows.h's CAT2; optionally EXP_NEG_ABS
+ * (exp(-|x|) over an array, the AVX-512 build's).
  *
  * Each element is computed alone, from the formulas and in the operation order of the
  * NumPy kernels in softxent/_elementwise_kernels.py (the reference they are tested

@@ -12,8 +12,9 @@ every non-CPU tensor) keeps softxent's own path.
 precision (softxent computes it in float32 and rounds once), an ignored sample with
 non-finite logits (torch gives it a NaN gradient, softxent 0), class weights that are not
 all positive and finite (a zero "mean" denominator and non-finite weights are handled
-differently), class indices that are out of range (softxent's ``ValueError``) or not
-int64, and the options torch does not have (z-loss, softcap, ``inplace_backward``).
+differently), class indices that are not int64, and the options torch does not have
+(z-loss, softcap, ``inplace_backward``). Class indices out of range do run torch's kernel,
+which checks them on CPU: its error is reported as softxent's ``ValueError``.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def torch_cross_entropy(
     input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, options: LossOptions
 ) -> torch.Tensor:
     """``F.cross_entropy`` with the call's arguments; softxent's ValueError for a class index
-    out of range (torch's kernel raises IndexError)."""
+    out of range (torch's CPU kernel raises IndexError)."""
     try:
         return F.cross_entropy(
             input,
@@ -151,10 +152,12 @@ def torch_cross_entropy(
             reduction=options.reduction,
             label_smoothing=options.label_smoothing,
         )
-    except IndexError:
-        num_classes = input.shape[0 if input.ndim == 1 else 1]
-        check_class_index_range(target, num_classes, options.ignore_index)  # raises
-        raise
+    except (IndexError, RuntimeError) as torch_error:
+        error = torch_error
+    # Outside the handler, so that softxent's error does not carry torch's as its context.
+    num_classes = input.shape[0 if input.ndim == 1 else 1]
+    check_class_index_range(target, num_classes, options.ignore_index)  # raises if one is
+    raise error  # not a class index: torch's own error
 
 
 def _all_finite(input: torch.Tensor) -> bool:
