@@ -1,5 +1,5 @@
 /* The block kernels of the elementwise losses for one dtype T, included by isa.h for float
- * and double (float16 blocks run the NumPy kernels).
+ * and double (float16 blocks reach them converted to float by softxent/_elementwise.py).
  *
  * Expects: T, SFX (name suffix), EXPT, EXPN (exp of x <= 0 or NaN), LOGT, LOG12 (log of
  * [1, 2] or NaN), SEL (c ? a : b for T), and rows.h's CAT2; optionally EXP_NEG_ABS
