@@ -124,6 +124,14 @@ def test_log_is_within_one_ulp(isa, dtype):
     assert float(ulps.max()) <= 1.0, x[np.argmax(ulps)]
 
 
+def assert_same_bits(x: np.ndarray, *, general: int, short: int) -> None:
+    """``core.elementwise`` functions ``general`` and ``short`` give ``x`` the same bits."""
+    want, got = np.empty_like(x), np.empty_like(x)
+    core.elementwise(x, want, general)
+    core.elementwise(x, got, short)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
     # The row kernels take exp(x - max), whose argument is never positive, from a shorter
@@ -138,10 +146,7 @@ def test_exp_of_non_positive_arguments_is_exp_bit_for_bit(isa, dtype):
             [-np.inf, np.nan, 0.0, -0.0, -info.max],
         ]
     ).astype(dtype)
-    general, short = np.empty_like(x), np.empty_like(x)
-    core.elementwise(x, general, 0)
-    core.elementwise(x, short, 4)
-    np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
+    assert_same_bits(x, general=0, short=4)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -204,10 +209,7 @@ def test_log_of_one_to_two_is_log_bit_for_bit(isa, dtype):
             threshold + np.arange(-64, 65).astype(dtype) * ulp,
         ]
     )
-    general, short = np.empty_like(u), np.empty_like(u)
-    core.elementwise(u, general, 1)
-    core.elementwise(u, short, 6)
-    np.testing.assert_array_equal(short.view(np.uint8), general.view(np.uint8))
+    assert_same_bits(u, general=1, short=6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
